@@ -1,0 +1,131 @@
+"""Start Azurite's Table service for tests and the demo (dev only, never deployed)."""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TABLE_MAIN = REPO_ROOT / "node_modules" / "azurite" / "dist" / "src" / "table" / "main.js"
+# The well-known Azurite development account key (public, documented by Microsoft).
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+BOOTSTRAP_HINT = "run scripts/bootstrap.sh to install Node.js dependencies (Azurite)"
+
+_live: set[AzuriteServer] = set()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class AzuriteServer:
+    """In-memory Azurite Table service on a free port; node runs directly (not via npx)
+    in its own session so stop() can kill the whole process group."""
+
+    def __init__(self, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
+        self.host = host
+        self.timeout = timeout
+        self.port: int | None = None
+        self.connection_string = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> AzuriteServer:
+        if self.running:
+            return self
+        node = shutil.which("node")
+        if node is None:
+            raise RuntimeError(f"Azurite needs Node.js, but 'node' is not on PATH: {BOOTSTRAP_HINT}")
+        if not TABLE_MAIN.is_file():
+            raise RuntimeError(f"Azurite is not installed ({TABLE_MAIN} is missing): {BOOTSTRAP_HINT}")
+        self.port = _free_port(self.host)
+        self._log = tempfile.TemporaryFile()
+        args = [node, str(TABLE_MAIN), "--tableHost", self.host, "--tablePort", str(self.port),
+                "--inMemoryPersistence", "--disableTelemetry", "--silent"]
+        self._proc = subprocess.Popen(
+            args, cwd=tempfile.gettempdir(), stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        _live.add(self)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.connection_string = (
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+            f"AccountKey={ACCOUNT_KEY};TableEndpoint=http://{self.host}:{self.port}/devstoreaccount1;"
+        )
+        return self
+
+    def _wait_ready(self) -> None:
+        """Poll the TCP port: Azurite prints nothing useful in --silent mode."""
+        assert self._proc is not None and self.port is not None
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(
+                    f"Azurite exited with code {self._proc.returncode} before listening; if node or "
+                    f"Azurite is missing, {BOOTSTRAP_HINT}.\n{self._log_tail()}"
+                )
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(
+            f"Azurite did not listen on {self.host}:{self.port} within {self.timeout:.0f}s."
+            f"\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 20) -> str:
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        text = self._log.read().decode("utf-8", "replace").splitlines()
+        return "Azurite log tail:\n" + "\n".join(text[-lines:]) if text else "(Azurite log is empty)"
+
+    def stop(self) -> None:
+        """SIGTERM the process group, then SIGKILL it if it lingers."""
+        proc, self._proc = self._proc, None
+        _live.discard(self)
+        if proc is not None:
+            for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> AzuriteServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Safety net: a crashed test run must not leave node running."""
+    for server in list(_live):
+        server.stop()

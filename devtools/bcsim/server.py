@@ -1,0 +1,269 @@
+"""HTTP handler: Entra authority + BC API v2.0 routes + the /_sim control API, on one TLS port."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+import time
+import uuid
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from .faults import bc_error_body
+from .odata import MAX_PAGE, ODataError, count, parse_query, project, run
+from .seed import fmt_dt
+from .store import TEMPLATES, EntitySet
+
+if TYPE_CHECKING:
+    from .simulator import BCSimulator
+
+API_RE = re.compile(r"^/v2\.0/(?:(?P<tenant>[^/]+)/)?(?P<env>[^/]+)/api/v2\.0/(?P<rest>.*)$")
+REST_RE = re.compile(r"^companies(?:\((?P<cid>[^)]*)\)(?:/(?P<set>\w+)(?:\((?P<rid>[^)]*)\))?"
+                     r"(?:/(?P<sub>\w+))?)?)?(?P<count>/\$count)?$")
+OIDC_RE = re.compile(r"^/(?P<tenant>[^/]+)/v2\.0/\.well-known/openid-configuration$")
+TOKEN_RE = re.compile(r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/token$")
+Reply = tuple[int, Any, str, dict[str, str]]
+ODATA_JSON = "application/json; odata.metadata=minimal; odata.streaming=true"
+NO_ENVIRONMENT = (b'<error xmlns="http://docs.oasis-open.org/odata/ns/metadata">\n    <code>NoEnvironment</code>\n'
+                  b'    <message>Environment does not exist.</message>\n</error>')
+
+
+class QuietServer(ThreadingHTTPServer):
+    """Daemon handler threads, no join on close, no tracebacks for clients that hang up."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as clients pool connections
+    server_version = "Microsoft-HTTPAPI/2.0"
+    sys_version = ""
+    timeout = 30
+    sim: BCSimulator
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.do_handshake()  # in the worker thread, so a silent client can't block accept()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    # ---- plumbing --------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        url = urlsplit(self.path)
+        self.raw_path, path = url.path, unquote(url.path)
+        pairs = parse_qsl(url.query, keep_blank_values=True)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        length = int(headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.status = 0
+        try:
+            if path.startswith("/_sim/"):
+                return self._control(path, body)
+            fault = self.sim.faults.take(unquote(self.path), is_api=path.startswith("/v2.0/"))
+            if fault and fault.delay:
+                time.sleep(fault.delay)
+            if fault and fault.drop:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+            elif fault and not (fault.status == 200 and fault.body is None):
+                self._send(fault.status, *fault.response())
+            else:
+                self._route(path, pairs, headers, body)
+        except ODataError as e:
+            extra = {"WWW-Authenticate": f'Bearer authorization_uri="{self.sim.base_url}/common/oauth2/authorize"'}
+            self._send(e.status, bc_error_body(e.code, e.message), "application/json; charset=utf-8",
+                       extra if e.status == 401 else {})
+        except (ConnectionError, OSError):
+            self.close_connection = True
+        except Exception as e:  # a simulator bug should read like a BC 500, not hang the client
+            self._send(500, bc_error_body("Internal_ServerError", f"Simulator error: {e!r}"), "application/json")
+        finally:
+            if not path.startswith("/_sim/"):
+                self.sim._record(self.command, path, dict(pairs), headers, self.status)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _dispatch
+
+    def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, obj: Any, ctype: str = "application/json; charset=utf-8",
+              headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(obj, ensure_ascii=False).encode(), ctype, headers)
+
+    # ---- routes ----------------------------------------------------------------------------
+    def _route(self, path: str, pairs: list[tuple[str, str]], headers: dict[str, str], body: bytes) -> None:
+        if m := OIDC_RE.match(path):
+            return self._openid(m["tenant"])
+        if m := TOKEN_RE.match(path):
+            form = dict(parse_qsl(body.decode("utf-8", "replace")))
+            basic = None
+            if headers.get("authorization", "").lower().startswith("basic "):
+                user, _, pw = base64.b64decode(headers["authorization"][6:]).decode().partition(":")
+                basic = (unquote(user), unquote(pw))
+            status, obj = self.sim.directory.issue(m["tenant"], form, basic)
+            return self._json(status, obj, headers={"Cache-Control": "no-store, no-cache"})
+        if m := API_RE.match(path):
+            return self._api(m, pairs, headers)
+        raise ODataError(404, "BadRequest_NotFound", "No HTTP resource was found that matches the request URI "
+                         f"'{self.sim.base_url}{path}'.")
+
+    def _openid(self, tenant: str) -> None:
+        if self.sim.directory.tenant(tenant) is None:
+            from .auth import aad_error
+            return self._json(*aad_error(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found. Check to "
+                              "make sure you have the correct tenant ID and are signing into the correct cloud."))
+        b = f"{self.sim.base_url}/{tenant}"
+        self._json(200, {
+            "token_endpoint": f"{b}/oauth2/v2.0/token", "authorization_endpoint": f"{b}/oauth2/v2.0/authorize",
+            "device_authorization_endpoint": f"{b}/oauth2/v2.0/devicecode", "issuer": f"{b}/v2.0",
+            "jwks_uri": f"{b}/discovery/v2.0/keys", "end_session_endpoint": f"{b}/oauth2/v2.0/logout",
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "response_modes_supported": ["query", "fragment", "form_post"], "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"], "scopes_supported": ["openid", "profile", "email",
+                                                                                     "offline_access"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "request_uri_parameter_supported": False, "tenant_region_scope": "EU",
+            "cloud_instance_name": "microsoftonline.com", "msgraph_host": "graph.microsoft.com"})
+
+    def _api(self, m: re.Match[str], pairs: list[tuple[str, str]], headers: dict[str, str]) -> None:
+        sim = self.sim
+        tok = sim.directory.check(headers.get("authorization"))
+        tenant = (m["tenant"] or (tok.tenant_id if tok else "")).lower()
+        if tok is None or tok.tenant_id != tenant:
+            raise ODataError(401, "Authentication_InvalidCredentials", "The server has rejected the client credentials.")
+        if tok.client_id in sim.directory.denied:
+            raise ODataError(403, "Authorization_InsufficientPermissions", "Sorry, the current permissions prevented "
+                             "the action. (TableData 2000000006 Company Read: System Application)")
+        t = sim.directory.tenant(tenant)
+        if t is None or m["env"].lower() not in t.environments:
+            return self._send(404, NO_ENVIRONMENT, "application/xml")
+        if self.command != "GET":
+            raise ODataError(405, "BadRequest_MethodNotAllowed",
+                             f"'{self.command}' requests are not supported by the simulator (read-only BC).")
+        r = REST_RE.match(m["rest"])
+        if not r:
+            seg = m["rest"].split("/")[-1].split("(")[0]
+            raise ODataError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{seg}'.")
+        api_root = sim.base_url + self.raw_path[: self.raw_path.find("/api/v2.0/") + len("/api/v2.0")]
+        ctx = f"{api_root}/$metadata#companies"
+        query = dict(pairs)
+        with sim._lock:  # build copies under the lock, serialize after releasing it
+            status, obj, ctype, extra = self._api_reply(r, tenant, ctx, pairs, query, headers)
+        if isinstance(obj, bytes):
+            return self._send(status, obj, ctype, extra)
+        self._json(status, obj, ctype, extra)
+
+    def _api_reply(self, r: re.Match[str], tenant: str, ctx: str, pairs: list[tuple[str, str]],
+                   query: dict[str, str], headers: dict[str, str]) -> Reply:
+        sim = self.sim
+        if r["set"] is None:  # companies
+            es = sim._company_set(tenant)
+            if r["cid"] is None:
+                return self._list(es, pairs, query, headers, ctx, bool(r["count"]))
+            return self._single(es, r["cid"], query, f"{ctx}/$entity")
+        store = sim._store_for(tenant, r["cid"])
+        es = store.sets.get(r["set"])
+        if es is None:
+            raise ODataError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{r['set']}'.")
+        ctx += f"({r['cid']})/{r['set']}"
+        if r["rid"] is not None and r["sub"] is None:
+            return self._single(es, r["rid"], query, f"{ctx}/$entity")
+        if r["sub"] is not None:
+            if (r["set"], r["sub"]) != ("salesOrders", "salesOrderLines"):
+                raise ODataError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{r['sub']}'.")
+            self._single(es, r["rid"] or "", {}, "")
+            lines = EntitySet("salesOrderLines", TEMPLATES["salesOrderLines"])
+            lines.types = store.sets["salesOrderLines"].types
+            lines.rows = {ln["id"]: ln for ln in store.lines(r["rid"])}
+            return self._list(lines, pairs, query, headers, f"{ctx}({r['rid']})/salesOrderLines", bool(r["count"]))
+        expand = ("salesOrderLines",) if r["set"] == "salesOrders" else ()
+        return self._list(es, pairs, query, headers, ctx, bool(r["count"]), expand, store)
+
+    def _single(self, es: EntitySet, rid: str, query: dict[str, str], ctx: str) -> Reply:
+        rec = es.rows.get(rid.strip("'").lower())
+        if rec is None:
+            if es.name == "companies":
+                raise ODataError(404, "Internal_CompanyNotFound", f"Cannot process the request because the company "
+                                 f"'{rid}' cannot be found.")
+            raise ODataError(404, "Internal_RecordNotFound", f"The {es.type_name} does not exist. "
+                             f"Identification fields and values: SystemId='{{{rid.upper()}}}'")
+        q = parse_query(query, es)
+        return 200, {"@odata.context": ctx, **project(rec, q.select)}, ODATA_JSON, _odata_headers()
+
+    def _list(self, es: EntitySet, pairs: list[tuple[str, str]], query: dict[str, str], headers: dict[str, str],
+              ctx: str, want_count: bool, expand: tuple[str, ...] = (), store: Any = None) -> Reply:
+        q = parse_query(query, es, expand)
+        if want_count:
+            return 200, str(count(es, q)).encode(), "text/plain; charset=utf-8", _odata_headers()
+        size, extra = MAX_PAGE, _odata_headers()
+        if pm := re.search(r"odata\.maxpagesize\s*=\s*(\d+)", headers.get("prefer", "")):
+            size = max(1, min(int(pm[1]), MAX_PAGE))
+            extra["Preference-Applied"] = f"odata.maxpagesize={size}"
+        page, top_left = run(es, q, size)
+        value = [project(rec, q.select) for rec in page]
+        if "salesOrderLines" in q.expand:
+            for out, rec in zip(value, page):
+                out["salesOrderLines"] = [dict(ln) for ln in store.lines(rec["id"])]
+        body: dict[str, Any] = {"@odata.context": ctx + (f"({','.join(q.select)})" if q.select else ""),
+                                "value": value}
+        if top_left is not None and page:
+            keep = [(k, str(top_left) if k == "$top" else v) for k, v in pairs if k not in ("$skiptoken", "aid")]
+            qs = "".join(f"{quote(k, safe='$')}={quote(v, safe='')}&" for k, v in keep)
+            body["@odata.nextLink"] = f"{self.sim.base_url}{self.raw_path}?{qs}aid=FIN&$skiptoken={page[-1]['id']}"
+        return 200, body, ODATA_JSON, extra
+
+    # ---- control API (no auth, dev only) ---------------------------------------------------
+    def _control(self, path: str, body: bytes) -> None:
+        sim, parts = self.sim, path.strip("/").split("/")[1:]
+        try:
+            data = json.loads(body or b"{}")
+            route, out = (self.command, parts[0] if parts else ""), None
+            if route == ("GET", "health"):
+                out = {"status": "ok", "now": fmt_dt(sim.now), "base_url": sim.base_url}
+            elif route == ("POST", "faults"):
+                f = (sim.faults.drop_connection(data.get("times", 1), data.get("path_contains"))
+                     if data.pop("drop", False) else sim.faults.add(**data))
+                out = {"added": asdict(f)}
+            elif route == ("DELETE", "faults"):
+                sim.faults.clear()
+                out = {"cleared": True}
+            elif route == ("POST", "revoke"):
+                sim.revoke_tokens()
+                out = {"revoked": True}
+            elif route == ("POST", "advance"):
+                sim.advance(float(data.get("seconds", 0)))
+                out = {"now": fmt_dt(sim.now)}
+            elif route == ("POST", "companies") and len(parts) == 5 and parts[4] == "stock":
+                out = sim.company(parts[1]).post_stock(parts[3], float(data["quantity"]))
+            elif route == ("POST", "companies") and len(parts) == 4:
+                out = sim.company(parts[1]).update(parts[2], parts[3], modified_at=data.pop("modified_at", None), **data)
+            if out is None:
+                return self._json(404, {"error": f"unknown control route {self.command} {path}"})
+            self._json(200, out)
+        except (KeyError, TypeError, ValueError) as e:
+            self._json(400, {"error": repr(e)})
+
+
+def _odata_headers() -> dict[str, str]:
+    return {"OData-Version": "4.0", "request-id": str(uuid.uuid4()), "ms-correlation-x": str(uuid.uuid4())}
+
+
+def make_server(sim: BCSimulator) -> QuietServer:
+    """Bind 127.0.0.1 on an ephemeral port with a handler class bound to this simulator."""
+    handler = type("BoundHandler", (Handler,), {"sim": sim})
+    return QuietServer(("127.0.0.1", 0), handler)

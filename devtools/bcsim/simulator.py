@@ -1,0 +1,181 @@
+"""BCSimulator: the object tests and the demo hold; owns the clock, the data, the server thread."""
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .auth import Directory
+from .certs import Certs, make_certs
+from .faults import FaultPlan
+from .odata import ODataError
+from .seed import SEED_BASE, fmt_dt
+from .server import QuietServer, make_server
+from .store import DEMO_SIZES, SMALL_SIZES, TEMPLATES, CompanyStore, EntitySet
+
+DEMO_TENANT_ID = "7b0f3c1e-4d2a-4f6b-9c8e-2a1d5e6f7a80"
+DEMO_CLIENT_ID = "3f9a2c71-8b4e-4d05-a6c2-9e1b7d3f5a24"
+DEMO_CLIENT_SECRET = "-".join(["sim", "client", "secret"])  # fake on purpose; never a real credential
+DEMO_ENVIRONMENT = "production"
+DEMO_COMPANY_ID = "9b3c8e4a-52f1-ef11-9344-000d3a2f8c17"
+DEMO_COMPANY_NAME = "CRONUS International Ltd."
+DEMO_US_COMPANY_ID = "9b3c8e4b-52f1-ef11-9344-000d3a2f8c17"
+DEMO_US_COMPANY_NAME = "CRONUS USA, Inc."
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    status: int  # 0 = connection dropped by a fault
+
+
+class BCSimulator:
+    """Entra ID authority + BC API v2.0 over HTTPS on 127.0.0.1, with deterministic demo data."""
+
+    def __init__(self, seed: int = 42) -> None:
+        self.seed = seed
+        self._lock = threading.RLock()
+        self._wall0, self._mono0, self._offset = datetime.now(timezone.utc), time.monotonic(), timedelta()
+        self.faults = FaultPlan()
+        self.directory = Directory(lambda: self.now)
+        self.requests: list[RecordedRequest] = []
+        self._requests_lock = threading.Lock()
+        self._stores: dict[str, CompanyStore] = {}
+        self._companies: dict[str, EntitySet] = {}
+        self._server: QuietServer | None = None
+        self._thread: threading.Thread | None = None
+        self._certs: Certs | None = None
+        self.register_app(DEMO_TENANT_ID, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+        self.add_company(DEMO_TENANT_ID, DEMO_COMPANY_NAME, sizes=DEMO_SIZES, company_id=DEMO_COMPANY_ID)
+        self.add_company(DEMO_TENANT_ID, DEMO_US_COMPANY_NAME, sizes=SMALL_SIZES, company_id=DEMO_US_COMPANY_ID)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> BCSimulator:
+        if self._server is None:
+            self._certs = make_certs()
+            self._server = make_server(self)
+            self._server.socket = self._certs.server_context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False)
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name="bcsim", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            if self._thread:
+                self._thread.join(5)
+            if self._certs:
+                self._certs.tmpdir.cleanup()
+            self._server = self._thread = self._certs = None
+
+    def __enter__(self) -> BCSimulator:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("BCSimulator is not started")
+        return f"https://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def ca_path(self) -> str:
+        if self._certs is None:
+            raise RuntimeError("BCSimulator is not started")
+        return self._certs.ca_path
+
+    # ---- clock -------------------------------------------------------------------------------
+    @property
+    def now(self) -> datetime:
+        """Simulated UTC now: wall clock at construction + monotonic elapsed + set_now/advance shifts."""
+        return self._wall0 + timedelta(seconds=time.monotonic() - self._mono0) + self._offset
+
+    def set_now(self, when: datetime) -> None:
+        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        with self._lock:
+            self._offset += when - self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._offset += timedelta(seconds=seconds)
+
+    # ---- requests log ------------------------------------------------------------------------
+    def _record(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], status: int) -> None:
+        with self._requests_lock:
+            self.requests.append(RecordedRequest(method, path, query, headers, status))
+
+    def clear_requests(self) -> None:
+        with self._requests_lock:
+            self.requests.clear()
+
+    # ---- tenants, apps, companies ----------------------------------------------------------------
+    def register_app(self, tenant_id: str, client_id: str, client_secret: str) -> None:
+        self.directory.register_app(tenant_id, client_id, client_secret)
+
+    def set_client_secret(self, tenant_id: str, client_id: str, new_secret: str) -> None:
+        self.directory.set_client_secret(tenant_id, client_id, new_secret)
+
+    def set_permissions(self, client_id: str, allowed: bool) -> None:
+        self.directory.set_permissions(client_id, allowed)
+
+    def revoke_tokens(self) -> None:
+        self.directory.revoke_tokens()
+
+    def add_environment(self, tenant_id: str, name: str) -> None:
+        with self._lock:
+            tenant = self.directory.tenant(tenant_id, create=True)
+            assert tenant is not None
+            tenant.environments.add(name.lower())
+
+    def add_company(self, tenant_id: str, name: str, display_name: str | None = None,
+                    sizes: dict[str, int] | None = None, *, company_id: str | None = None) -> str:
+        """Create and seed a company (default sizes: the small CRONUS USA set); returns its id."""
+        rng = random.Random(f"{self.seed}:company:{name}:{len(self._stores)}")
+        cid = (company_id or str(uuid.UUID(int=rng.getrandbits(128), version=4))).lower()
+        created = fmt_dt(SEED_BASE - timedelta(days=rng.randint(30, 400), seconds=rng.random() * 86400))
+        admin = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        with self._lock:
+            self.directory.tenant(tenant_id, create=True)
+            tenant = tenant_id.lower()
+            if tenant not in self._companies:
+                self._companies[tenant] = EntitySet("companies", TEMPLATES["companies"])
+            self._companies[tenant].put({
+                "id": cid, "systemVersion": "25.5.31452.0", "timestamp": rng.randint(2000, 90000), "name": name,
+                "displayName": display_name or name, "businessProfileId": "", "systemCreatedAt": created,
+                "systemCreatedBy": admin, "systemModifiedAt": created, "systemModifiedBy": admin})
+            store = self._stores[cid] = CompanyStore(cid, tenant, self.seed, self._lock, lambda: self.now)
+            for entity_set in ("vendors", "customers", "items", "salesOrders", "generalLedgerEntries"):
+                store.bulk(entity_set, (SMALL_SIZES if sizes is None else sizes).get(entity_set, 0))
+        return cid
+
+    def company(self, company_id: str = DEMO_COMPANY_ID) -> CompanyStore:
+        return self._stores[company_id.lower()]
+
+    def seed_company_bulk(self, company_id: str, entity_set: str, count: int) -> None:
+        self.company(company_id).bulk(entity_set, count)
+
+    def add_extension_field(self, company_id: str, entity_set: str, field_name: str, value_fn_or_default: Any) -> None:
+        self.company(company_id).add_extension_field(entity_set, field_name, value_fn_or_default)
+
+    # ---- used by the server --------------------------------------------------------------------
+    def _company_set(self, tenant_id: str) -> EntitySet:
+        return self._companies.get(tenant_id.lower()) or EntitySet("companies", TEMPLATES["companies"])
+
+    def _store_for(self, tenant_id: str, company_id: str | None) -> CompanyStore:
+        store = self._stores.get((company_id or "").strip("'").lower())
+        if store is None or store.tenant_id != tenant_id.lower():
+            raise ODataError(404, "Internal_CompanyNotFound",
+                             f"Cannot process the request because the company '{company_id}' cannot be found.")
+        return store

@@ -1,0 +1,337 @@
+"""Thread-safe in-memory company data: entity sets with cached sort orders, plus BC's write rules.
+
+Big sets (100k rows) page cheaply: an ordering is sorted once per change and a `$skiptoken`
+is found with bisect; only the rows of the page being served are copied.
+"""
+from __future__ import annotations
+
+import random
+import threading
+from bisect import bisect_left, bisect_right
+from datetime import datetime
+from typing import Any, Callable, Iterator
+
+from .seed import BLANK_DATE, BLANK_ENUM, ZERO_GUID, Factory, dec, etag_for, fmt_dt, parse_dt, price_line
+
+# entity set -> (OData type name, primary key used for default ordering)
+ENTITY_SETS: dict[str, tuple[str, str]] = {
+    "vendors": ("vendor", "number"), "items": ("item", "number"), "customers": ("customer", "number"),
+    "salesOrders": ("salesOrder", "number"), "salesOrderLines": ("salesOrderLine", "sequence"),
+    "generalLedgerEntries": ("generalLedgerEntry", "entryNumber"),
+    "itemLedgerEntries": ("itemLedgerEntry", "entryNumber"), "companies": ("company", "name"),
+}
+DEMO_SIZES = {"vendors": 45, "items": 230, "customers": 60, "salesOrders": 40, "generalLedgerEntries": 500}
+SMALL_SIZES = {"vendors": 5, "items": 7, "customers": 3, "salesOrders": 2, "generalLedgerEntries": 10}
+
+
+def edm_type(field: str, sample: Any) -> str:
+    """OData type of a property, inferred from a template value (enough for $filter checks)."""
+    if isinstance(sample, bool):
+        return "Edm.Boolean"
+    if isinstance(sample, (int, float)):
+        return "Edm.Int32" if field in ("entryNumber", "sequence", "timestamp") else "Edm.Decimal"
+    if field == "id" or sample == ZERO_GUID:
+        return "Edm.Guid"
+    if field.endswith("DateTime") or field in ("systemCreatedAt", "systemModifiedAt"):
+        return "Edm.DateTimeOffset"
+    return "Edm.Date" if sample == BLANK_DATE or field.endswith("Date") else "Edm.String"
+
+
+def _sv(value: Any, typ: str) -> tuple[int, Any]:
+    """Sort value that never raises on mixed types (tests store odd values on purpose)."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, (bool, int, float)):
+        return (1, float(value))
+    if typ == "Edm.DateTimeOffset" and (dt := parse_dt(str(value))) is not None:
+        return (1, dt.timestamp())
+    return (2, str(value).lower() if typ == "Edm.Guid" else str(value))
+
+
+class EntitySet:
+    """Rows of one set keyed by id; deleted rows stay as tombstones so old skiptokens still sort."""
+
+    def __init__(self, name: str, template: dict[str, Any]) -> None:
+        self.name = name
+        self.type_name, self.pk = ENTITY_SETS[name]
+        self.types = {k: edm_type(k, v) for k, v in template.items() if k != "@odata.etag"}
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.gone: dict[str, dict[str, Any]] = {}
+        self._orders: dict[str, tuple[list[tuple[Any, ...]], list[str]]] = {}
+
+    def sort_key(self, rec: dict[str, Any], field: str) -> tuple[Any, ...]:
+        pk = (_sv(rec.get(self.pk), self.types.get(self.pk, "")), str(rec.get("id")))
+        return pk if field == self.pk else (_sv(rec.get(field), self.types.get(field, "")), *pk)
+
+    def ordered(self, field: str) -> tuple[list[tuple[Any, ...]], list[str]]:
+        """(sorted keys, ids in that order), cached until a change touches `field` or the key."""
+        if field not in self._orders:
+            pairs = sorted((self.sort_key(r, field), i) for i, r in self.rows.items())
+            self._orders[field] = ([k for k, _ in pairs], [i for _, i in pairs])
+        return self._orders[field]
+
+    def changed(self, fields: Any = None) -> None:
+        if fields is None or self.pk in fields:
+            self._orders.clear()
+        else:
+            for f in fields:
+                self._orders.pop(f, None)
+
+    def put(self, rec: dict[str, Any]) -> None:
+        self.rows[rec["id"]] = rec
+        self.gone.pop(rec["id"], None)
+        self.changed()
+
+    def remove(self, rid: str) -> dict[str, Any]:
+        rec = self.rows.pop(rid)
+        self.gone[rid] = rec
+        self.changed()
+        return rec
+
+    def scan(self, field: str, desc: bool, after: str | None) -> Iterator[dict[str, Any]]:
+        """Rows in order, starting just after the row with id `after` (live or deleted)."""
+        keys, ids = self.ordered(field)
+        if after is None:
+            start = len(ids) - 1 if desc else 0
+        else:
+            rec = self.rows.get(after) or self.gone.get(after)
+            if rec is None:
+                raise KeyError(after)
+            k = self.sort_key(rec, field)
+            start = bisect_left(keys, k) - 1 if desc else bisect_right(keys, k)
+        rng = range(start, -1, -1) if desc else range(start, len(ids))
+        return (self.rows[ids[i]] for i in rng)
+
+
+def _blank(name: str) -> dict[str, Any]:
+    """A record with every property blank, in BC's property order: schema and `.add` defaults."""
+    f = Factory(random.Random(0))
+    party = {"id": ZERO_GUID, "number": "", "displayName": "", "addressLine1": ""}
+    rec: dict[str, Any] = {
+        "vendors": lambda: f.vendor(0), "customers": lambda: f.customer(0), "items": lambda: f.item(0),
+        "salesOrders": lambda: f.sales_order({**party, "number": "", "displayName": ""}),
+        "salesOrderLines": lambda: f.order_line({"id": ZERO_GUID, "orderDate": BLANK_DATE}, 0, {
+            "id": ZERO_GUID, "number": "", "displayName": "", "baseUnitOfMeasureId": ZERO_GUID,
+            "baseUnitOfMeasureCode": "", "taxGroupCode": ""}, 0, 0),
+        "generalLedgerEntries": lambda: f.gl_pair()[0],
+        "itemLedgerEntries": lambda: f.item_ledger_entry({"number": ""}, 0, BLANK_DATE),
+        "companies": lambda: {"id": ZERO_GUID, "systemVersion": "", "timestamp": 0, "name": "", "displayName": "",
+                              "businessProfileId": "", "systemCreatedAt": "", "systemCreatedBy": ZERO_GUID,
+                              "systemModifiedAt": "", "systemModifiedBy": ZERO_GUID},
+    }[name]()
+    for k, v in rec.items():
+        if isinstance(v, bool):
+            rec[k] = False
+        elif isinstance(v, (int, float)):
+            rec[k] = 0
+        elif edm_type(k, v) == "Edm.Guid":
+            rec[k] = ZERO_GUID
+        elif edm_type(k, v) == "Edm.Date":
+            rec[k] = BLANK_DATE
+        elif isinstance(v, str):
+            rec[k] = BLANK_ENUM if k in ("blocked", "documentType", "sourceType") else ""
+    return rec
+
+
+TEMPLATES = {name: _blank(name) for name in ENTITY_SETS}
+
+
+class CompanyStore:
+    """One company's data and the mutation API tests use; every call takes the simulator's lock."""
+
+    def __init__(self, company_id: str, tenant_id: str, seed: int, lock: threading.RLock,
+                 clock: Callable[[], datetime]) -> None:
+        self.id, self.tenant_id, self._lock, self._clock = company_id, tenant_id, lock, clock
+        self.factory = Factory(random.Random(f"{seed}:{company_id}"))
+        self.sets = {n: EntitySet(n, TEMPLATES[n]) for n in ENTITY_SETS if n != "companies"}
+        self.lines_by_order: dict[str, set[str]] = {}
+        self.extensions: dict[str, dict[str, Any]] = {}
+        self._version = 0  # feeds etags so every write gets a fresh one
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _set(self, entity_set: str) -> EntitySet:
+        if entity_set not in self.sets:
+            raise KeyError(f"unknown entity set {entity_set!r}")
+        return self.sets[entity_set]
+
+    def _stamp(self, when: datetime | str | None) -> str:
+        return when if isinstance(when, str) else fmt_dt(when or self._clock())
+
+    def _store(self, entity_set: str, rec: dict[str, Any]) -> dict[str, Any]:
+        """Finish a new row (etag first, extension fields last) and index it."""
+        for field, value in self.extensions.get(entity_set, {}).items():
+            rec.setdefault(field, value(rec) if callable(value) else value)
+        rec = {"@odata.etag": etag_for(rec["id"], str(rec.get("lastModifiedDateTime", ""))), **rec}
+        self.sets[entity_set].put(rec)
+        if entity_set == "salesOrderLines":
+            self.lines_by_order.setdefault(rec["documentId"], set()).add(rec["id"])
+        return rec
+
+    def _touch(self, entity_set: str, rec: dict[str, Any], when: datetime | str | None, fields: Any) -> None:
+        """Stamp lastModifiedDateTime, give a new etag, drop sort orders the change may affect."""
+        if "lastModifiedDateTime" in rec:
+            rec["lastModifiedDateTime"] = self._stamp(when)
+        self._version += 1
+        rec["@odata.etag"] = etag_for(rec["id"], str(rec.get("lastModifiedDateTime")), str(self._version))
+        self.sets[entity_set].changed(set(fields) | {"lastModifiedDateTime"})
+
+    def lines(self, order_id: str) -> list[dict[str, Any]]:
+        rows = self.sets["salesOrderLines"].rows
+        return sorted((rows[i] for i in self.lines_by_order.get(order_id, ())), key=lambda r: r["sequence"])
+
+    def _reprice_order(self, order_id: str, when: datetime | str | None) -> None:
+        order = self.sets["salesOrders"].rows[order_id]
+        lines = self.lines(order_id)
+        for out, src in (("totalAmountExcludingTax", "amountExcludingTax"), ("totalTaxAmount", "totalTaxAmount"),
+                         ("totalAmountIncludingTax", "amountIncludingTax")):
+            order[out] = dec(sum(float(ln[src] or 0) for ln in lines))
+        self._touch("salesOrders", order, when, ("totalAmountExcludingTax", "totalTaxAmount", "totalAmountIncludingTax"))
+
+    # ---- seeding ---------------------------------------------------------------------------
+    def bulk(self, entity_set: str, count: int) -> None:
+        """Generate `count` more realistic rows (orders get 1-5 lines; stocked items an ILE)."""
+        with self._lock:
+            f, r = self.factory, self.factory.rng
+            start = f.counters.get(entity_set, 0)
+            for i in range(start, start + count):
+                if entity_set == "vendors":
+                    self._store("vendors", f.vendor(i))
+                elif entity_set == "customers":
+                    self._store("customers", f.customer(i))
+                elif entity_set == "items":
+                    item = self._store("items", f.item(i))
+                    if item["inventory"] > 0:
+                        self._store("itemLedgerEntries", f.item_ledger_entry(
+                            item, item["inventory"], item["lastModifiedDateTime"]))
+                elif entity_set == "generalLedgerEntries":
+                    if (i - start) % 2 == 0:
+                        pair = f.gl_pair()
+                        if i + 1 == start + count:  # odd count: give back the unused entry number
+                            pair, f.counters[entity_set] = pair[:1], f.counters[entity_set] - 1
+                        for e in pair:
+                            self._store("generalLedgerEntries", e)
+                elif entity_set == "salesOrders":
+                    if i == start:  # once per call: bulk orders must stay O(n)
+                        customers = list(self.sets["customers"].rows.values()) or [self.add("customers", {})]
+                        items = [x for x in self.sets["items"].rows.values() if x["type"] != "Service"]
+                    order = self._store("salesOrders", f.sales_order(r.choice(customers)))
+                    for n in range(r.randint(1, 5)) if items else ():
+                        it = r.choice(items)
+                        self._store("salesOrderLines", f.order_line(order, 10000 * (n + 1), it, r.randint(1, 20),
+                                                                    it["unitPrice"]))
+                    self._reprice_order(order["id"], order["lastModifiedDateTime"])
+                else:
+                    raise KeyError(f"bulk seeding not supported for {entity_set!r}")
+
+    # ---- read API ------------------------------------------------------------------------
+    def records(self, entity_set: str) -> list[dict[str, Any]]:
+        """Copies of all rows in primary-key order."""
+        with self._lock:
+            es = self._set(entity_set)
+            return [dict(es.rows[i]) for i in es.ordered(es.pk)[1]]
+
+    def get(self, entity_set: str, record_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            rec = self._set(entity_set).rows.get(record_id)
+            return dict(rec) if rec else None
+
+    # ---- write API -----------------------------------------------------------------------
+    def add(self, entity_set: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Insert with BC defaults; id/number/etag/lastModifiedDateTime generated when missing."""
+        with self._lock:
+            if entity_set == "salesOrderLines":
+                f = dict(fields)
+                return self.add_order_line(f.pop("documentId"), f.pop("itemId"), f.pop("quantity", 1),
+                                           f.pop("unitPrice", None), **f)
+            es = self._set(entity_set)
+            rec = {k: v for k, v in TEMPLATES[entity_set].items() if k != "@odata.etag"}
+            rec["id"] = self.factory.new_id()
+            key = es.pk
+            rec[key] = self.factory.next_number(entity_set) if key in ("number", "entryNumber") else rec[key]
+            if "lastModifiedDateTime" in rec:
+                rec["lastModifiedDateTime"] = self._stamp(None)
+            rec.update(fields)
+            rec = self._store(entity_set, rec)
+            if entity_set == "items" and float(rec.get("inventory") or 0) > 0:
+                self._store("itemLedgerEntries", self.factory.item_ledger_entry(
+                    rec, float(rec["inventory"]), rec["lastModifiedDateTime"]))
+            return dict(rec)
+
+    def update(self, entity_set: str, record_id: str, *, modified_at: datetime | str | None = None,
+               **fields: Any) -> dict[str, Any]:
+        """Change fields and stamp lastModifiedDateTime (now, or `modified_at` for a late commit)."""
+        with self._lock:
+            if entity_set == "salesOrderLines":
+                line = self.sets["salesOrderLines"].rows[record_id]
+                return self.update_order_line(line["documentId"], record_id, modified_at=modified_at, **fields)
+            rec = self._set(entity_set).rows[record_id]
+            when = fields.pop("lastModifiedDateTime", modified_at)
+            rec.update(fields)
+            self._touch(entity_set, rec, when, fields)
+            return dict(rec)
+
+    def delete(self, entity_set: str, record_id: str) -> None:
+        with self._lock:
+            if entity_set == "salesOrderLines":
+                line = self.sets["salesOrderLines"].rows[record_id]
+                return self.remove_order_line(line["documentId"], record_id)
+            self._set(entity_set).remove(record_id)
+            for lid in self.lines_by_order.pop(record_id, set()) if entity_set == "salesOrders" else ():
+                self.sets["salesOrderLines"].remove(lid)
+
+    def post_stock(self, item_id: str, quantity: float, *, modified_at: datetime | str | None = None,
+                   document_number: str = "") -> dict[str, Any]:
+        """Post an item ledger entry; inventory changes but the item's timestamp does NOT (as in BC)."""
+        with self._lock:
+            item = self.sets["items"].rows[item_id]
+            n = self.factory.counters.get("itemLedgerEntries", 0) + 1
+            entry = self._store("itemLedgerEntries", self.factory.item_ledger_entry(
+                item, quantity, self._stamp(modified_at), document_number or f"SIM-ADJ{n:05d}"))
+            item["inventory"] = dec(float(item["inventory"] or 0) + quantity)
+            self.sets["items"].changed({"inventory"})
+            return dict(entry)
+
+    def add_order_line(self, order_id: str, item_id: str, quantity: float = 1, unit_price: float | None = None,
+                       *, modified_at: datetime | str | None = None, **fields: Any) -> dict[str, Any]:
+        with self._lock:
+            order, item = self.sets["salesOrders"].rows[order_id], self.sets["items"].rows[item_id]
+            seq = max((ln["sequence"] for ln in self.lines(order_id)), default=0) + 10000
+            price = item["unitPrice"] if unit_price is None else unit_price
+            line = self.factory.order_line(order, seq, item, quantity, price)
+            line.update(fields)
+            line = self._store("salesOrderLines", price_line(line))
+            self._reprice_order(order_id, modified_at)
+            return dict(line)
+
+    def update_order_line(self, order_id: str, line_id: str, *, modified_at: datetime | str | None = None,
+                          **fields: Any) -> dict[str, Any]:
+        with self._lock:
+            line = self.sets["salesOrderLines"].rows[line_id]
+            if line["documentId"] != order_id:
+                raise KeyError(line_id)
+            line.update(fields)
+            price_line(line)
+            self._version += 1
+            line["@odata.etag"] = etag_for(line_id, str(self._version))
+            self.sets["salesOrderLines"].changed(set(fields))
+            self._reprice_order(order_id, modified_at)
+            return dict(line)
+
+    def remove_order_line(self, order_id: str, line_id: str, *,
+                          modified_at: datetime | str | None = None) -> None:
+        with self._lock:
+            self.lines_by_order.get(order_id, set()).remove(line_id)
+            self.sets["salesOrderLines"].remove(line_id)
+            self._reprice_order(order_id, modified_at)
+
+    def add_extension_field(self, entity_set: str, field: str, value: Any) -> None:
+        """A property added by an extension: present on every row, now and on rows added later."""
+        with self._lock:
+            es = self._set(entity_set)
+            self.extensions.setdefault(entity_set, {})[field] = value
+            for rec in es.rows.values():
+                rec[field] = value(rec) if callable(value) else value
+            first = next(iter(es.rows.values()), {field: None if callable(value) else value})
+            es.types[field] = edm_type(field, first[field]) if first[field] is not None else "Edm.String"
+            es.changed({field})
+

@@ -1,0 +1,1 @@
+"""BC Sync Functions: everything the Azure Functions folders import (deployed as is)."""

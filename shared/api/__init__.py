@@ -1,0 +1,1 @@
+"""Handlers behind the HTTP functions: each takes a checked Request and returns a response."""

@@ -1,0 +1,106 @@
+"""Test connection and company discovery: each BC step named when it fails."""
+from __future__ import annotations
+
+from typing import Any
+
+import azure.functions as func
+
+from shared.api.integrations import load
+from shared.bc.auth import TokenProvider
+from shared.bc.client import BCClient, service_root
+from shared.clock import to_iso
+from shared.entities import ENTITY_TYPES
+from shared.errors import BCAuthError, BCError, ConflictError
+from shared.http import Request, ok
+from shared.models import CompanyDiscovery, validate
+from shared.storage.integrations import Integration
+
+COUNT_NAMES = {"suppliers": "vendorCount", "products": "itemCount", "customers": "customerCount", "salesOrders": "salesOrderCount", "ledgerEntries": "ledgerEntryCount"}
+
+
+def test_connection(request: Request) -> func.HttpResponse:
+    app = request.app
+    integration = load(request)
+    if integration.status == "disconnected":
+        raise ConflictError("The integration is disconnected: PATCH new credentials to reconnect it", code="integration_disconnected")
+    try:
+        with app.bc_client(integration) as client:
+            data = _probe(client, integration)
+    except BCError as error:
+        _record(request, integration, error)
+        raise
+    _record(request, integration, None)
+    return ok(data)
+
+
+def _probe(client: BCClient, integration: Integration) -> dict[str, Any]:
+    client.authenticate()  # step: authentication
+    company = client.get_company()  # steps: reachability, company, permission
+    counts: dict[str, int] = {}
+    for key in dict.fromkeys(["suppliers", "products", *integration.entities]):
+        counts[key] = client.count(ENTITY_TYPES[key].entity_set)
+    problems = []
+    for key, mappings in (integration.fieldMappings or {}).items():
+        if not mappings or key not in integration.entities:
+            continue
+        sample = client.first(ENTITY_TYPES[key].entity_set)
+        if sample is None:
+            problems.append(f"fieldMappings.{key}: BC has no {ENTITY_TYPES[key].entity_set} yet, so the mapped fields cannot be checked")
+            continue
+        for mapping in mappings:
+            if mapping["source"] not in sample:
+                problems.append(
+                    f"fieldMappings.{key}: BC does not return the field '{mapping['source']}' on "
+                    f"{ENTITY_TYPES[key].entity_set} (is the extension that adds it installed and published in the API?)"
+                )
+    data: dict[str, Any] = {
+        "connected": True,
+        "company": company.get("displayName") or company.get("name"),
+        "companyId": company.get("id"),
+        "environment": integration.environment,
+    }
+    data.update({COUNT_NAMES[k]: v for k, v in counts.items()})
+    data["counts"] = counts
+    data["warnings"] = problems
+    return data
+
+
+def _record(request: Request, integration: Integration, error: BCError | None) -> None:
+    """A test tells the truth about the connection: auth failures show as auth_expired."""
+    now = to_iso(request.app.clock.now())
+
+    def change(current: Integration) -> None:
+        if current.status == "disconnected":
+            return
+        if error is None:
+            if current.status in ("auth_expired", "error"):
+                current.status = "connected" if current.lastSyncedAt else "never_synced"
+            return
+        if isinstance(error, BCAuthError):
+            current.status = "auth_expired"
+        current.lastError = {"code": error.code, "message": error.message, "at": now}
+
+    request.app.integrations.update(integration.userId, integration.id, change)
+
+
+def companies(request: Request) -> func.HttpResponse:
+    """The companies the integration's app registration can see in its environment."""
+    integration = load(request)
+    if integration.status == "disconnected":
+        raise ConflictError("The integration is disconnected: PATCH new credentials to reconnect it", code="integration_disconnected")
+    with request.app.bc_client(integration) as client:
+        return ok([_company(c) for c in client.list_companies()])
+
+
+def discover_companies(request: Request) -> func.HttpResponse:
+    """Before an integration exists: list companies for credentials given in the body."""
+    body: CompanyDiscovery = validate(CompanyDiscovery, request.json(required=True) or {})
+    s = request.app.settings
+    tokens = TokenProvider(authority_host=s.authority_host, tenant_id=body.tenantId, client_id=body.clientId, client_secret=body.clientSecret)
+    root = service_root(api_base_url=s.bc_api_base_url, tenant_id=body.tenantId, environment=body.environment, base_url=body.baseUrl)
+    with BCClient(root=root, company_id="", tokens=tokens, clock=request.app.clock, max_retries=s.bc_max_retries, max_retry_seconds=s.bc_max_retry_seconds) as client:
+        return ok([_company(c) for c in client.list_companies()])
+
+
+def _company(raw: dict[str, Any]) -> dict[str, Any]:
+    return {"id": raw.get("id"), "name": raw.get("name"), "displayName": raw.get("displayName") or raw.get("name")}

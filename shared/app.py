@@ -1,0 +1,97 @@
+"""The process-wide application context: settings, storage, repositories and the clock.
+
+Functions call `get_app()`; it is built once per process (clients are expensive) and rebuilt
+when the settings change, which is what lets tests point each test at its own tables."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from shared.bc.auth import TokenProvider
+from shared.bc.client import BCClient, service_root
+from shared.clock import Clock, SystemClock
+from shared.crypto import SecretBox
+from shared.errors import BCAuthError
+from shared.settings import Settings, load_settings
+from shared.storage.integrations import Integration, IntegrationRepository
+from shared.storage.leases import LeaseRepository
+from shared.storage.logs import SyncLogRepository
+from shared.storage.state import SyncStateRepository
+from shared.storage.stats import StatsRepository
+from shared.storage.tables import TableStore
+from shared.storage.webhooks import WebhookDeliveryRepository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.store = TableStore.from_connection_string(
+            s.tables_connection_string, prefix=s.table_prefix, write_concurrency=s.write_concurrency
+        )
+        self.box = SecretBox(s.credentials_key)
+        self.integrations = IntegrationRepository(self.store)
+        self.logs = SyncLogRepository(self.store)
+        self.states = SyncStateRepository(self.store)
+        self.leases = LeaseRepository(self.store, self.clock, seconds=s.lease_seconds)
+        self.stats = StatsRepository(self.store)
+        self.deliveries = WebhookDeliveryRepository(self.store)
+
+    def client_secret(self, integration: Integration) -> str:
+        if not integration.clientSecretEnc:
+            raise BCAuthError("The integration has no client secret: set one with PATCH", step="authentication")
+        return self.box.decrypt(integration.clientSecretEnc, context=integration.secret_context)
+
+    def bc_client(self, integration: Integration) -> BCClient:
+        """A client for the integration's company (the secret is decrypted only here, in memory)."""
+        s = self.settings
+        tokens = TokenProvider(
+            authority_host=s.authority_host,
+            tenant_id=integration.tenantId,
+            client_id=integration.clientId,
+            client_secret=self.client_secret(integration),
+        )
+        return BCClient(
+            root=service_root(
+                api_base_url=s.bc_api_base_url,
+                tenant_id=integration.tenantId,
+                environment=integration.environment,
+                base_url=integration.baseUrl,
+            ),
+            company_id=integration.companyId,
+            tokens=tokens,
+            clock=self.clock,
+            page_size=s.bc_page_size,
+            max_retries=s.bc_max_retries,
+            max_retry_seconds=s.bc_max_retry_seconds,
+            timeout_seconds=s.bc_timeout_seconds,
+        )
+
+
+_lock = threading.Lock()
+_current: App | None = None
+_override: App | None = None
+
+
+def get_app() -> App:
+    """The App for the current settings (ConfigurationError when they are missing or bad)."""
+    global _current
+    if _override is not None:
+        return _override
+    settings = load_settings()
+    with _lock:
+        if _current is None or _current.settings != settings:
+            _current = App(settings)
+        return _current
+
+
+def use_app(app: App | None) -> None:
+    """Install an App with collaborators of the caller's choosing (a test's clock), or None."""
+    global _override
+    _override = app

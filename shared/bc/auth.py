@@ -1,0 +1,90 @@
+"""Client-credentials tokens from Microsoft Entra ID through msal, cached in memory only."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+
+import msal
+import requests
+
+from shared.errors import BCAuthError, BCUnavailable
+
+log = logging.getLogger(__name__)
+
+BC_SCOPE = "https://api.businesscentral.dynamics.com/.default"
+_AUTH_ERRORS = {"invalid_client", "unauthorized_client", "invalid_tenant", "invalid_request", "invalid_grant"}
+
+
+class TokenProvider:
+    """One msal app per (authority, tenant, client, secret): msal caches the token and renews it
+    before it expires; `invalidate` drops it so a 401 from BC gets exactly one fresh token."""
+
+    _apps: "OrderedDict[str, msal.ConfidentialClientApplication]" = OrderedDict()
+    _apps_lock = threading.Lock()
+    _MAX_APPS = 256
+
+    def __init__(self, *, authority_host: str, tenant_id: str, client_id: str, client_secret: str) -> None:
+        self._authority = f"{authority_host.rstrip('/')}/{tenant_id}"
+        self._client_id = client_id
+        self._secret = client_secret
+        digest = hashlib.sha256(f"{self._authority}|{client_id}|{client_secret}".encode()).hexdigest()
+        self._cache_key = digest
+
+    def _app(self) -> msal.ConfidentialClientApplication:
+        with self._apps_lock:
+            app = self._apps.get(self._cache_key)
+            if app is None:
+                app = msal.ConfidentialClientApplication(
+                    self._client_id,
+                    client_credential=self._secret,
+                    authority=self._authority,
+                    instance_discovery=False,  # a custom authority host must not call the public cloud
+                    timeout=30,
+                )
+                self._apps[self._cache_key] = app
+                while len(self._apps) > self._MAX_APPS:
+                    self._apps.popitem(last=False)
+            else:
+                self._apps.move_to_end(self._cache_key)
+            return app
+
+    def token(self) -> str:
+        try:
+            result = self._app().acquire_token_for_client(scopes=[BC_SCOPE])
+        except requests.RequestException as error:
+            self._forget_app()
+            raise BCUnavailable(f"Microsoft Entra ID is unreachable: {type(error).__name__}", step="authentication") from None
+        except ValueError as error:
+            # msal raises ValueError when the tenant's discovery document is refused (unknown tenant).
+            self._forget_app()
+            raise BCAuthError(f"Microsoft Entra ID refused the tenant: {str(error)[:200]}", step="authentication") from None
+        if "access_token" in result:
+            return str(result["access_token"])
+        error = str(result.get("error") or "unknown_error")
+        description = str(result.get("error_description") or "").split("\r\n")[0].split(" Trace ID")[0][:300]
+        correlation = result.get("correlation_id")
+        if error in _AUTH_ERRORS:
+            raise BCAuthError(
+                f"Microsoft Entra ID rejected the app credentials ({error}): {description}",
+                correlation_id=correlation,
+                step="authentication",
+            )
+        raise BCUnavailable(f"Microsoft Entra ID failed ({error}): {description}", correlation_id=correlation, step="authentication")
+
+    def invalidate(self) -> None:
+        """Forget the cached token (BC said 401): the next call asks Entra ID again."""
+        with self._apps_lock:
+            app = self._apps.get(self._cache_key)
+        if app is not None:
+            app.remove_tokens_for_client()
+
+    def forget(self) -> None:
+        """Drop the app and its tokens from memory (the integration was disconnected)."""
+        self.invalidate()
+        self._forget_app()
+
+    def _forget_app(self) -> None:
+        with self._apps_lock:
+            self._apps.pop(self._cache_key, None)

@@ -1,0 +1,101 @@
+"""Request parsing and response shaping shared by every HTTP function.
+
+`handle(req, fn)` is the one place that turns exceptions into the contract's error body, so a
+function's `main` stays a line or two."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable
+
+import azure.functions as func
+
+from shared.app import App, get_app
+from shared.errors import ConfigurationError, ServiceError, Unauthenticated, ValidationError
+
+log = logging.getLogger(__name__)
+
+IDENTITY_HEADER = "X-MS-CLIENT-PRINCIPAL-ID"
+MAX_USER_ID = 256
+_config_error_logged: set[str] = set()
+
+
+class Request:
+    """What a handler needs from the HTTP request, already checked."""
+
+    def __init__(self, req: func.HttpRequest, app: App) -> None:
+        self.raw = req
+        self.app = app
+        self.user_id = caller_identity(req)
+        self.route = dict(req.route_params or {})
+        self.params = dict(req.params or {})
+
+    def json(self, *, required: bool = False) -> dict[str, Any] | None:
+        body = self.raw.get_body() or b""
+        if not body.strip():
+            if required:
+                raise ValidationError("The request body must be a JSON object", code="invalid_json")
+            return None
+        try:
+            value = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValidationError(f"The request body is not valid JSON: {error}", code="invalid_json") from None
+        if not isinstance(value, dict):
+            raise ValidationError("The request body must be a JSON object", code="invalid_json")
+        return value
+
+    def top(self, default: int = 50) -> int:
+        raw = self.params.get("top")
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValidationError(f"top: must be a whole number from 1 to 1000, got {raw!r}") from None
+        if not 1 <= value <= 1000:
+            raise ValidationError(f"top: must be from 1 to 1000, got {value}")
+        return value
+
+
+def caller_identity(req: func.HttpRequest) -> str:
+    user = (req.headers.get(IDENTITY_HEADER) or "").strip()
+    if not user:
+        raise Unauthenticated(f"Sign-in required: the {IDENTITY_HEADER} header is missing")
+    if len(user) > MAX_USER_ID or any(ord(c) < 32 for c in user):
+        raise Unauthenticated(f"The {IDENTITY_HEADER} header is not a valid principal id")
+    return user
+
+
+def respond(status: int, body: dict[str, Any]) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json", charset="utf-8")
+
+
+def ok(data: Any, *, status: int = 200, continuation_token: str | None | bool = False) -> func.HttpResponse:
+    body: dict[str, Any] = {"success": True, "data": data}
+    if continuation_token is not False:
+        body["continuationToken"] = continuation_token
+    return respond(status, body)
+
+
+def fail(error: ServiceError) -> func.HttpResponse:
+    return respond(error.status, {"success": False, "error": error.to_dict()})
+
+
+def handle(req: func.HttpRequest, handler: Callable[[Request], func.HttpResponse]) -> func.HttpResponse:
+    """Run a handler: settings checked, caller identified, errors answered as the contract says."""
+    try:
+        app = get_app()
+    except ConfigurationError as error:
+        if error.message not in _config_error_logged:
+            _config_error_logged.add(error.message)
+            log.error("configuration error: %s", error.message)
+        return fail(error)
+    try:
+        return handler(Request(req, app))
+    except ServiceError as error:
+        if error.status >= 500:
+            log.warning("%s: %s", error.code, error.message)
+        return fail(error)
+    except Exception:  # never a stack trace to the caller
+        log.exception("unhandled error in %s %s", req.method, req.url)
+        return fail(ServiceError("Internal error"))

@@ -1,0 +1,226 @@
+"""Request bodies, validated with pydantic; a 400 names the field and the rule."""
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError as PydanticValidationError, field_validator, model_validator
+
+from shared.clock import parse_iso
+from shared.entities import DEFAULT_ENTITIES, ENTITY_TYPES
+from shared.errors import ValidationError
+
+GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+TENANT = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[A-Za-z0-9][A-Za-z0-9.-]{0,253})$"
+PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+#: Properties the service writes itself: a mapping may not overwrite them.
+RESERVED_TARGETS = frozenset(
+    {"PartitionKey", "RowKey", "Timestamp", "externalId", "externalSystem", "userId", "integrationId", "syncStatus",
+     "syncError", "lastSyncedAt", "sourceModifiedAt", "contentHash", "lineIds", "conflictAt", "platformModifiedAt", "orderExternalId"}
+)
+EntityKey = Literal["suppliers", "products", "customers", "salesOrders", "ledgerEntries"]
+
+
+def _check_url(value: str | None, field: str) -> str | None:
+    """https only; plain http is accepted for loopback addresses (local development)."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if not parts.hostname or parts.scheme not in ("http", "https"):
+        raise ValueError(f"{field} must be an absolute https URL")
+    if parts.scheme == "http":
+        host = parts.hostname
+        loopback = host == "localhost"
+        try:
+            loopback = loopback or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            pass
+        if not loopback:
+            raise ValueError(f"{field} must use https (plain http only for localhost)")
+    if parts.username or parts.password:
+        raise ValueError(f"{field} must not carry credentials")
+    return value.rstrip("/") if field == "baseUrl" else value
+
+
+class FieldMapping(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, max_length=128)
+    target: str = Field(min_length=1, max_length=128)
+    type: Literal["text", "number", "decimal", "date", "boolean"]
+
+    @field_validator("source", "target")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not PROPERTY_NAME.match(value):
+            raise ValueError("must be a property name: letters, digits and _, not starting with a digit")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_TARGETS:
+            raise ValueError(f"'{value}' is written by the service itself and cannot be a mapping target")
+        return value
+
+
+FieldMappings = dict[EntityKey, list[FieldMapping]]
+
+
+def _check_mappings(mappings: dict[str, list[FieldMapping]] | None) -> None:
+    for key, items in (mappings or {}).items():
+        model_fields = set(ENTITY_TYPES[key].model.model_fields)
+        targets = [m.target for m in items]
+        if len(targets) != len(set(targets)):
+            raise ValueError(f"fieldMappings.{key}: each target may appear once")
+        clash = sorted(set(targets) & model_fields)
+        if clash:
+            raise ValueError(f"fieldMappings.{key}: target '{clash[0]}' is a standard field of {key}")
+        if len(items) > 100:
+            raise ValueError(f"fieldMappings.{key}: at most 100 mappings")
+
+
+class _Entities(BaseModel):
+    @field_validator("entities", check_fields=False)
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("must name at least one data type")
+            if len(set(value)) != len(value):
+                raise ValueError("must not repeat a data type")
+        return value
+
+
+class IntegrationCreate(_Entities):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    tenantId: str = Field(pattern=TENANT)
+    environment: str = Field(default="production", pattern=r"^[A-Za-z0-9_-]{1,50}$")
+    companyId: str = Field(pattern=GUID)
+    clientId: str = Field(pattern=GUID)
+    clientSecret: str = Field(min_length=1, max_length=1024)
+    entities: list[EntityKey] = Field(default_factory=lambda: list(DEFAULT_ENTITIES))
+    syncIntervalMinutes: StrictInt = Field(default=60, ge=5, le=1440)
+    baseUrl: str | None = Field(default=None, max_length=500)
+    fieldMappings: FieldMappings = Field(default_factory=dict)
+    webhookUrl: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("baseUrl")
+    @classmethod
+    def _base(cls, v: str | None) -> str | None:
+        return _check_url(v, "baseUrl")
+
+    @field_validator("webhookUrl")
+    @classmethod
+    def _hook(cls, v: str | None) -> str | None:
+        return _check_url(v, "webhookUrl")
+
+    @model_validator(mode="after")
+    def _mappings(self) -> "IntegrationCreate":
+        _check_mappings(self.fieldMappings)
+        return self
+
+
+class IntegrationUpdate(_Entities):
+    """PATCH: every field optional; `null` clears the optional ones (baseUrl, webhookUrl)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    tenantId: str | None = Field(default=None, pattern=TENANT)
+    environment: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,50}$")
+    companyId: str | None = Field(default=None, pattern=GUID)
+    clientId: str | None = Field(default=None, pattern=GUID)
+    clientSecret: str | None = Field(default=None, min_length=1, max_length=1024)
+    entities: list[EntityKey] | None = None
+    syncIntervalMinutes: StrictInt | None = Field(default=None, ge=5, le=1440)
+    baseUrl: str | None = Field(default=None, max_length=500)
+    fieldMappings: FieldMappings | None = None
+    webhookUrl: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("baseUrl")
+    @classmethod
+    def _base(cls, v: str | None) -> str | None:
+        return _check_url(v, "baseUrl")
+
+    @field_validator("webhookUrl")
+    @classmethod
+    def _hook(cls, v: str | None) -> str | None:
+        return _check_url(v, "webhookUrl")
+
+    @model_validator(mode="after")
+    def _mappings(self) -> "IntegrationUpdate":
+        _check_mappings(self.fieldMappings)
+        for required in ("name", "tenantId", "environment", "companyId", "clientId", "clientSecret", "entities", "syncIntervalMinutes", "fieldMappings"):
+            if required in self.model_fields_set and getattr(self, required) is None:
+                raise ValueError(f"{required} cannot be null")
+        return self
+
+
+class CompanyDiscovery(BaseModel):
+    """Credentials to list companies with, before an integration exists."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    tenantId: str = Field(pattern=TENANT)
+    environment: str = Field(default="production", pattern=r"^[A-Za-z0-9_-]{1,50}$")
+    clientId: str = Field(pattern=GUID)
+    clientSecret: str = Field(min_length=1, max_length=1024)
+    baseUrl: str | None = Field(default=None, max_length=500)
+
+    @field_validator("baseUrl")
+    @classmethod
+    def _base(cls, v: str | None) -> str | None:
+        return _check_url(v, "baseUrl")
+
+
+class SyncBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    modifiedSince: str | None = None
+    entities: list[str] | None = None
+    mode: Literal["full", "delta"] | None = None
+
+    @field_validator("modifiedSince")
+    @classmethod
+    def _since(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_since(value, "modifiedSince")
+        return value
+
+    @model_validator(mode="after")
+    def _exclusive(self) -> "SyncBody":
+        if self.modifiedSince is not None and self.mode is not None:
+            raise ValueError("give either modifiedSince or mode, not both")
+        return self
+
+
+def parse_since(value: str, field: str) -> datetime:
+    if not isinstance(value, str) or not re.match(r"^\d{4}-\d{2}-\d{2}T", value):
+        raise ValueError(f"{field} must be an ISO-8601 date-time with an offset, e.g. 2024-06-15T10:30:00Z")
+    try:
+        return parse_iso(value)
+    except ValueError:
+        raise ValueError(f"{field} must be an ISO-8601 date-time with an offset, e.g. 2024-06-15T10:30:00Z") from None
+
+
+def validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    """Validate or raise a 400 whose message names each field and the rule it broke."""
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as error:
+        problems = []
+        for item in error.errors()[:5]:
+            where = ".".join(str(p) for p in item["loc"]) or "body"
+            message = str(item["msg"]).removeprefix("Value error, ")
+            if item["type"] == "extra_forbidden":
+                message = "is not a known field"
+            elif item["type"] == "missing":
+                message = "is required"
+            problems.append(f"{where}: {message}")
+        raise ValidationError("; ".join(problems)) from None

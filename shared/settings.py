@@ -1,0 +1,72 @@
+"""Settings from environment variables (App Settings in Azure, local.settings.json locally)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from shared.crypto import parse_key
+from shared.errors import ConfigurationError
+
+DEFAULT_BC_API_BASE_URL = "https://api.businesscentral.dynamics.com"
+DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+
+
+@dataclass(frozen=True)
+class Settings:
+    tables_connection_string: str
+    table_prefix: str
+    bc_api_base_url: str
+    authority_host: str
+    credentials_key: bytes
+    bc_page_size: int = 1000
+    bc_max_retries: int = 5
+    bc_max_retry_seconds: float = 120.0
+    bc_timeout_seconds: float = 60.0
+    lookback_minutes: int = 10
+    lease_seconds: int = 900
+    http_sync_budget_seconds: int = 200
+    timer_budget_seconds: int = 480
+    log_retention_days: int = 30
+    write_concurrency: int = 8
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and check every setting; a bad one raises ConfigurationError naming it."""
+    env = os.environ if env is None else env
+    connection = env.get("TABLES_CONNECTION_STRING") or env.get("AzureWebJobsStorage")
+    if not connection:
+        raise ConfigurationError("Neither TABLES_CONNECTION_STRING nor AzureWebJobsStorage is set")
+    prefix = env.get("TABLE_PREFIX", "")
+    if prefix and not (prefix.isalnum() and prefix[0].isalpha() and len(prefix) <= 20):
+        raise ConfigurationError("TABLE_PREFIX must be letters and digits, start with a letter, at most 20 long")
+    return Settings(
+        tables_connection_string=connection,
+        table_prefix=prefix,
+        bc_api_base_url=(env.get("BC_API_BASE_URL") or DEFAULT_BC_API_BASE_URL).rstrip("/"),
+        authority_host=(env.get("AZURE_AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST).rstrip("/"),
+        credentials_key=parse_key(env.get("CREDENTIALS_KEY")),
+        bc_page_size=_int(env, "BC_PAGE_SIZE", 1000, 1, 20000),
+        bc_max_retries=_int(env, "BC_MAX_RETRIES", 5, 0, 20),
+        bc_max_retry_seconds=float(_int(env, "BC_MAX_RETRY_SECONDS", 120, 0, 3600)),
+        bc_timeout_seconds=float(_int(env, "BC_TIMEOUT_SECONDS", 60, 1, 600)),
+        lookback_minutes=_int(env, "SYNC_LOOKBACK_MINUTES", 10, 0, 1440),
+        lease_seconds=_int(env, "SYNC_LEASE_SECONDS", 900, 30, 86400),
+        http_sync_budget_seconds=_int(env, "SYNC_HTTP_BUDGET_SECONDS", 200, 5, 3600),
+        timer_budget_seconds=_int(env, "SYNC_TIMER_BUDGET_SECONDS", 480, 5, 86400),
+        log_retention_days=_int(env, "SYNC_LOG_RETENTION_DAYS", 30, 1, 3650),
+        write_concurrency=_int(env, "STORAGE_WRITE_CONCURRENCY", 8, 1, 64),
+    )

@@ -1,0 +1,1 @@
+"""Repositories over Azure Table Storage."""

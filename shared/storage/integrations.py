@@ -1,0 +1,132 @@
+"""Integrations: one platform user connected to one BC company. PartitionKey = the owner, so a
+caller can only ever address its own (someone else's id is simply not found)."""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+from shared.keys import encode_key
+from shared.storage.tables import TableStore
+
+TABLE = "Integrations"
+_JSON_FIELDS = ("entities", "fieldMappings", "lastError", "lastRun")
+
+
+@dataclass
+class Integration:
+    id: str
+    userId: str
+    name: str
+    tenantId: str
+    companyId: str
+    clientId: str
+    environment: str = "production"
+    entities: list[str] = field(default_factory=list)
+    syncIntervalMinutes: int = 60
+    baseUrl: str | None = None
+    fieldMappings: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    webhookUrl: str | None = None
+    status: str = "never_synced"
+    lastSyncedAt: str | None = None
+    lastError: dict[str, Any] | None = None
+    lastRun: dict[str, Any] | None = None
+    nextSyncAt: str | None = None
+    createdAt: str | None = None
+    updatedAt: str | None = None
+    clientSecretEnc: str | None = None
+    webhookSecretEnc: str | None = None
+
+    @staticmethod
+    def new_id() -> str:
+        return str(uuid.uuid4())
+
+    @property
+    def secret_context(self) -> str:
+        """Associated data for AES-GCM: a ciphertext only opens for the record it was made for."""
+        return f"integration:{self.userId}:{self.id}"
+
+    def to_api(self) -> dict[str, Any]:
+        """What callers see: never a secret or a token, only whether one is set."""
+        data = asdict(self)
+        for private in ("clientSecretEnc", "webhookSecretEnc", "userId", "lastRun"):
+            data.pop(private)
+        data["hasClientSecret"] = self.clientSecretEnc is not None
+        data["hasWebhookSecret"] = self.webhookSecretEnc is not None
+        data["lastRun"] = self.lastRun
+        return data
+
+    def to_entity(self) -> dict[str, Any]:
+        entity: dict[str, Any] = {"PartitionKey": encode_key(self.userId), "RowKey": self.id}
+        for key, value in asdict(self).items():
+            if key == "id" or value is None:
+                continue
+            entity[key] = json.dumps(value) if key in _JSON_FIELDS else value
+        return entity
+
+    @classmethod
+    def from_entity(cls, entity: dict[str, Any]) -> "Integration":
+        values: dict[str, Any] = {"id": entity["RowKey"]}
+        for name in cls.__dataclass_fields__:
+            if name in entity and name != "id":
+                raw = entity[name]
+                values[name] = json.loads(raw) if name in _JSON_FIELDS and isinstance(raw, str) else raw
+        return cls(**values)
+
+
+class IntegrationRepository:
+    def __init__(self, store: TableStore) -> None:
+        self._store = store
+
+    def get(self, user_id: str, integration_id: str) -> Integration | None:
+        if not integration_id or len(integration_id) > 100:
+            return None
+        try:
+            entity = self._store.table(TABLE).get_entity(encode_key(user_id), encode_key(integration_id))
+        except ResourceNotFoundError:
+            return None
+        return Integration.from_entity(entity)
+
+    def upsert(self, integration: Integration) -> None:
+        self._store.table(TABLE).upsert_entity(integration.to_entity(), mode="replace")
+
+    def update(self, user_id: str, integration_id: str, change: Callable[[Integration], None]) -> Integration | None:
+        """Read-modify-write guarded by the ETag, retried when someone else wrote in between."""
+        client = self._store.table(TABLE)
+        for _ in range(10):
+            try:
+                entity = client.get_entity(encode_key(user_id), encode_key(integration_id))
+            except ResourceNotFoundError:
+                return None
+            integration = Integration.from_entity(entity)
+            change(integration)
+            try:
+                client.update_entity(
+                    integration.to_entity(),
+                    mode="replace",
+                    etag=entity.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+                return integration
+            except ResourceModifiedError:
+                continue
+        raise RuntimeError("integration kept changing during update")
+
+    def list_for_user(self, user_id: str, *, top: int, continuation_token: str | None) -> tuple[list[Integration], str | None]:
+        entities, token = self._store.query_page(
+            TABLE,
+            "PartitionKey eq @pk",
+            parameters={"pk": encode_key(user_id)},
+            top=top,
+            continuation_token=continuation_token,
+        )
+        return [Integration.from_entity(e) for e in entities], token
+
+    def list_all(self) -> Iterator[Integration]:
+        """Every connected integration of every user (the timer's view)."""
+        for entity in self._store.query(TABLE, "status ne @status", parameters={"status": "disconnected"}):
+            yield Integration.from_entity(entity)

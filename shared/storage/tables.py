@@ -1,0 +1,163 @@
+"""One TableStore per process: table clients, batched writes, paged queries, continuation tokens."""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import threading
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterable, Iterator
+
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError
+
+from shared.errors import ValidationError
+
+log = logging.getLogger(__name__)
+
+MAX_TRANSACTION = 100  # Table Storage: at most 100 operations, one PartitionKey
+Entity = dict[str, Any]
+
+
+class WriteFailure(Exception):
+    """One entity the store refused (after its transaction was retried entity by entity)."""
+
+    def __init__(self, entity: Entity, error: Exception) -> None:
+        super().__init__(str(error))
+        self.entity = entity
+        self.error = error
+
+
+class TableStore:
+    """Hands out table clients (tables created on first use) and writes in parallel transactions."""
+
+    def __init__(self, service: TableServiceClient, *, prefix: str = "", write_concurrency: int = 8) -> None:
+        self._service = service
+        self._prefix = prefix
+        self._tables: dict[str, TableClient] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=write_concurrency, thread_name_prefix="tables")
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, **kwargs: Any) -> "TableStore":
+        return cls(TableServiceClient.from_connection_string(connection_string), **kwargs)
+
+    def table(self, name: str) -> TableClient:
+        full = f"{self._prefix}{name}"
+        with self._lock:
+            client = self._tables.get(full)
+            if client is None:
+                try:
+                    self._service.create_table(full)
+                except ResourceExistsError:
+                    pass
+                client = self._service.get_table_client(full)
+                self._tables[full] = client
+            return client
+
+    def map(self, fn: Any, items: Iterable[Any]) -> list[Any]:
+        """Run `fn` over items on the shared write pool (bounded concurrency), keeping order."""
+        return list(self._pool.map(fn, items))
+
+    def write(self, table: str, operations: list[tuple[str, Entity]]) -> list[WriteFailure]:
+        """Apply ("upsert"|"merge"|"delete", entity) operations in <=100-op transactions per
+        partition, several in flight. A refused transaction is replayed entity by entity, so one
+        bad entity fails alone; the failures are returned, never raised."""
+        if not operations:
+            return []
+        client = self.table(table)
+        by_partition: dict[str, list[tuple[str, Entity]]] = defaultdict(list)
+        for op in operations:
+            by_partition[op[1]["PartitionKey"]].append(op)
+        chunks = [ops[i : i + MAX_TRANSACTION] for ops in by_partition.values() for i in range(0, len(ops), MAX_TRANSACTION)]
+        failures: list[WriteFailure] = []
+        for chunk_failures in self.map(lambda chunk: _submit(client, chunk), chunks):
+            failures.extend(chunk_failures)
+        return failures
+
+    def query(
+        self,
+        table: str,
+        query_filter: str,
+        *,
+        parameters: dict[str, Any] | None = None,
+        select: list[str] | None = None,
+        page_size: int = 1000,
+    ) -> Iterator[Entity]:
+        client = self.table(table)
+        return iter(
+            client.query_entities(query_filter, parameters=parameters or {}, select=select, results_per_page=page_size)
+        )
+
+    def query_page(
+        self,
+        table: str,
+        query_filter: str,
+        *,
+        parameters: dict[str, Any] | None = None,
+        top: int,
+        continuation_token: str | None,
+    ) -> tuple[list[Entity], str | None]:
+        """One server page of at most `top` entities and an opaque token for the next (or None)."""
+        client = self.table(table)
+        pager = client.query_entities(query_filter, parameters=parameters or {}, results_per_page=top)
+        pages = pager.by_page(continuation_token=decode_continuation(continuation_token))
+        items = list(next(pages, []))
+        return items, encode_continuation(pages.continuation_token)
+
+
+def _submit(client: TableClient, chunk: list[tuple[str, Entity]]) -> list[WriteFailure]:
+    try:
+        client.submit_transaction([_operation(op, entity) for op, entity in chunk])
+        return []
+    except (TableTransactionError, HttpResponseError) as error:
+        if len(chunk) == 1:
+            return _single(client, chunk[0], error)
+        log.info("transaction of %d refused (%s); replaying one by one", len(chunk), type(error).__name__)
+    failures: list[WriteFailure] = []
+    for op in chunk:
+        failures.extend(_single(client, op, None))
+    return failures
+
+
+def _single(client: TableClient, op: tuple[str, Entity], error: Exception | None) -> list[WriteFailure]:
+    if error is not None:
+        return [WriteFailure(op[1], error)]
+    try:
+        client.submit_transaction([_operation(*op)])
+        return []
+    except (TableTransactionError, HttpResponseError) as failure:
+        return [WriteFailure(op[1], failure)]
+
+
+def _operation(op: str, entity: Entity) -> tuple[Any, ...]:
+    if op == "upsert":
+        return ("upsert", entity, {"mode": "replace"})
+    if op == "merge":
+        return ("upsert", entity, {"mode": "merge"})
+    if op == "delete":
+        return ("delete", entity)
+    raise ValueError(f"unknown table operation {op!r}")
+
+
+def encode_continuation(token: Any) -> str | None:
+    """Azure's continuation (a dict of next keys) as an opaque URL-safe string."""
+    if not token:
+        return None
+    raw = json.dumps(token, separators=(",", ":")).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_continuation(token: str | None) -> Any:
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (binascii.Error, ValueError, UnicodeError):
+        raise ValidationError("continuationToken: not a token this service issued") from None
+    if not isinstance(value, dict) or not all(v is None or isinstance(v, str) for v in value.values()):
+        raise ValidationError("continuationToken: not a token this service issued")
+    return value

@@ -1,0 +1,1 @@
+"""The sync engine (one data type's pass) and the runner (one run of an integration)."""

@@ -1,0 +1,360 @@
+"""One data type's pass: read BC pages, map, compare with what is stored, write what changed.
+
+Rules kept here (design.md §1 and the issues):
+- created / updated / unchanged are decided by comparing a content hash with the stored one,
+  so re-reads (full syncs, the look-back window of deltas, resumed pages) rewrite nothing;
+- a record that fails mapping or storage is counted in `errors`, logged, and skipped;
+- children (sales order lines) are written before their parent, so a crash in between leaves
+  the parent's old hash and the next run redoes the order;
+- the checkpoint (next page) is saved after each page is durably written, the watermark only
+  when the whole pass is written, capped at the pass's start and never moved backwards."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable
+
+from shared.bc.client import BCClient
+from shared.clock import Clock, parse_iso, to_iso
+from shared.entities import EntityType
+from shared.errors import BCError, RecordError
+from shared.keys import encode_key, owner_partition, record_row_key
+from shared.mapping import PlatformRecord, check_table_limits, map_record
+from shared.storage.records import Existing, ExistingIndex, RecordWriter
+from shared.storage.state import Checkpoint, SyncStateRepository, TypeState
+from shared.storage.tables import TableStore
+from shared.sync.prefetch import prefetch
+
+log = logging.getLogger(__name__)
+
+STOCK_FEED = "itemLedgerEntries"
+NUMBER_FILTER_CHUNK = 15  # `number eq 'A' or ...` clauses per request when refreshing stock
+
+
+class Paused(Exception):
+    """The time budget ran out at a clean point; the checkpoint lets the next run continue."""
+
+
+@dataclass
+class PassOptions:
+    mode: str  # "full" | "delta" | "since"
+    modified_since: datetime | None = None
+    lookback: timedelta = timedelta(minutes=10)
+    deadline: float | None = None  # clock.monotonic() value after which to pause
+    keep_alive: Callable[[], None] = lambda: None  # renews the run's lease after each page
+
+
+@dataclass
+class TypeResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: int = 0
+    lines_written: int = 0
+    lines_deleted: int = 0
+    stock_refreshed: int = 0
+    error_records: list[dict[str, Any]] = field(default_factory=list)
+    resumed: bool = False
+
+    def fail(self, external_id: str | None, message: str, data: dict[str, Any]) -> None:
+        self.errors += 1
+        self.error_records.append({"externalId": external_id, "error": message, "data": _printable(data)})
+
+
+def _printable(data: dict[str, Any]) -> dict[str, Any]:
+    """Offending data for the log: JSON-safe and short."""
+    text = json.dumps(data, default=str)
+    if len(text) > 2000:
+        return {"truncated": text[:2000]}
+    return json.loads(text)
+
+
+class TypeSync:
+    """Syncs one data type of one integration. Collaborators are passed in so tests use real
+    ones pointed at the simulator and Azurite."""
+
+    def __init__(
+        self,
+        *,
+        entity: EntityType,
+        client: BCClient,
+        store: TableStore,
+        states: SyncStateRepository,
+        clock: Clock,
+        user_id: str,
+        integration_id: str,
+        run_id: str,
+        custom_fields: list[dict[str, str]] | None = None,
+    ) -> None:
+        self.entity = entity
+        self.client = client
+        self.store = store
+        self.states = states
+        self.clock = clock
+        self.user_id = user_id
+        self.integration_id = integration_id
+        self.run_id = run_id
+        self.custom = custom_fields or []
+        self.partition = owner_partition(user_id)
+        self.result = TypeResult()
+        self._seen_numbers: set[str] = set()
+
+    # -- the pass -------------------------------------------------------------------------
+    def run(self, options: PassOptions) -> TypeResult:
+        state = self.states.get(self.integration_id, self.entity.key)
+        lower = self._lower_bound(options, state)
+        checkpoint = self._resumable(options, state, lower)
+        started_at = checkpoint.started_at if checkpoint else to_iso(self.clock.now())
+        max_seen = checkpoint.max_seen if checkpoint else None
+        stock_mark = self._stock_mark_before_full_pass() if self.entity.stock_feed and lower is None else None
+        index = ExistingIndex(self.store, self.entity.table, self.partition, preload=lower is None)
+        self.result.resumed = checkpoint is not None
+
+        try:
+            max_seen = self._read_pages(options, lower, checkpoint, started_at, max_seen, index, state.watermark)
+        except BCError as error:
+            if checkpoint is None or error.fatal_for_run:
+                raise
+            # The saved nextLink no longer works (BC dropped its skiptoken): redo the pass.
+            log.info("resume of %s failed (%s); restarting the pass", self.entity.key, error.code)
+            self._save(state.watermark, None)
+            self.result = TypeResult()
+            return self.run(options)
+
+        if self.entity.stock_feed and lower is not None:
+            self._refresh_stock(options, index)
+        elif stock_mark is not None:
+            self._save_stock_mark(stock_mark)
+
+        if self._may_advance(options, state, lower):
+            self._save(_advance(state.watermark, max_seen, started_at), None)
+        elif checkpoint is not None or options.mode != "since":
+            self._save(state.watermark, None)
+        return self.result
+
+    def _lower_bound(self, options: PassOptions, state: TypeState) -> datetime | None:
+        if options.mode == "since":
+            return options.modified_since
+        if options.mode == "delta" and state.watermark:
+            return parse_iso(state.watermark) - options.lookback
+        return None
+
+    def _resumable(self, options: PassOptions, state: TypeState, lower: datetime | None) -> Checkpoint | None:
+        """Continue an interrupted pass when it covers what this run asks for."""
+        checkpoint = state.checkpoint
+        if checkpoint is None or options.mode == "since":
+            return None
+        if checkpoint.lower_bound is None or (lower is not None and parse_iso(checkpoint.lower_bound) <= lower):
+            return checkpoint
+        return None
+
+    def _may_advance(self, options: PassOptions, state: TypeState, lower: datetime | None) -> bool:
+        """Only a pass that read everything after the stored watermark may move it."""
+        if lower is None:
+            return True
+        return state.watermark is not None and lower <= parse_iso(state.watermark)
+
+    def _read_pages(
+        self,
+        options: PassOptions,
+        lower: datetime | None,
+        checkpoint: Checkpoint | None,
+        started_at: str,
+        max_seen: str | None,
+        index: ExistingIndex,
+        watermark: str | None,
+    ) -> str | None:
+        op = "ge" if options.mode == "since" else "gt"
+        pass_lower = checkpoint.lower_bound if checkpoint else (to_iso(lower) if lower else None)
+        pages = self.client.pages(
+            self.entity.entity_set,
+            select=self.entity.select([m["source"] for m in self.custom]),
+            filter=f"lastModifiedDateTime {op} {pass_lower}" if pass_lower else None,
+            expand=self.entity.child.navigation if self.entity.child else None,
+            start_url=checkpoint.next_link if checkpoint else None,
+        )
+        for page in prefetch(pages):
+            newest = self.process(page.records, index)
+            if newest and (max_seen is None or newest > max_seen):
+                max_seen = newest
+            if page.next_link and options.mode != "since":
+                self._save(watermark, Checkpoint(self.run_id, pass_lower, page.next_link, started_at, max_seen))
+            options.keep_alive()
+            if page.next_link and options.deadline is not None and self.clock.monotonic() >= options.deadline:
+                raise Paused(f"{self.entity.key}: time budget reached, continues from the checkpoint")
+        return max_seen
+
+    # -- one page -------------------------------------------------------------------------
+    def process(self, records: Iterable[dict[str, Any]], index: ExistingIndex) -> str | None:
+        """Map, compare and write one page; returns the newest lastModifiedDateTime in it."""
+        now = to_iso(self.clock.now())
+        mapped: list[PlatformRecord] = []
+        failed: list[tuple[dict[str, Any], RecordError]] = []
+        newest: str | None = None
+        for raw in records:
+            if self.entity.stock_feed and isinstance(raw.get("number"), str):
+                self._seen_numbers.add(raw["number"])
+            try:
+                record = map_record(
+                    self.entity, raw, user_id=self.user_id, integration_id=self.integration_id, custom=self.custom
+                )
+                check_table_limits(self._entity_for(record, "synced", now, None))
+                for child in record.children:
+                    check_table_limits(self._child_entity(child, now))
+                mapped.append(record)
+                stamp = record.source_modified_at
+            except RecordError as error:
+                failed.append((raw, error))
+                stamp = _stamp(raw.get("lastModifiedDateTime"))
+            if stamp and (newest is None or stamp > newest):
+                newest = stamp
+
+        existing = index.lookup([r.row_key for r in mapped] + [_safe_key(raw) for raw, _ in failed if _safe_key(raw)])
+        parents = RecordWriter(self.store, self.entity.table)
+        children = RecordWriter(self.store, self.entity.child.table) if self.entity.child else None
+        outcome: dict[str, tuple[PlatformRecord, str, Existing]] = {}
+
+        for record in mapped:
+            before = existing.get(record.row_key)
+            if before and before.content_hash == record.content_hash and before.sync_status not in ("pending", "error"):
+                self.result.unchanged += 1
+                continue
+            status = "conflict" if _edited_on_platform(before) else "synced"
+            entity = self._entity_for(record, status, now, before)
+            outcome[record.row_key] = (record, "updated" if before else "created", Existing.from_entity(entity))
+            parents.upsert(entity)
+            if children is not None:
+                for child in record.children:
+                    children.upsert(self._child_entity(child, now))
+                gone = set(before.line_ids if before else ()) - {c.row_key for c in record.children}
+                for row_key in gone:
+                    children.delete(self.partition, row_key)
+                self.result.lines_written += len(record.children)
+                self.result.lines_deleted += len(gone)
+
+        if children is not None:
+            for failure in children.flush():
+                parent_id = failure.entity.get(self.entity.child.parent_key)
+                parent_key = encode_key(parent_id) if parent_id else None
+                if parent_key in outcome:
+                    record = outcome.pop(parent_key)[0]
+                    parents.drop(parent_key)
+                    self.result.fail(record.external_id, _storage_message(failure.error), {"line": failure.entity.get("externalId")})
+        failures = {f.entity["RowKey"]: f for f in parents.flush()}
+        for row_key, (record, kind, stored) in outcome.items():
+            if row_key in failures:
+                self.result.fail(record.external_id, _storage_message(failures[row_key].error), {})
+                continue
+            setattr(self.result, kind, getattr(self.result, kind) + 1)
+            index.remember(row_key, stored)
+
+        marks = RecordWriter(self.store, self.entity.table)
+        for raw, error in failed:
+            self.result.fail(raw.get("id"), error.message, error.data or _summary(raw))
+            key = _safe_key(raw)
+            if key and key in existing:
+                # Keep the last good version; flag it so the platform knows BC's is unusable.
+                marks.merge({"PartitionKey": self.partition, "RowKey": key, "syncStatus": "error", "syncError": error.message[:1000]})
+        marks.flush()
+        return newest
+
+    def _entity_for(self, record: PlatformRecord, status: str, now: str, before: Existing | None) -> dict[str, Any]:
+        entity = {"PartitionKey": self.partition, "RowKey": record.row_key, **record.properties}
+        entity.update(syncStatus=status, lastSyncedAt=now, contentHash=record.content_hash)
+        if status == "conflict":
+            entity["conflictAt"] = now
+        if self.entity.child is not None:
+            entity["lineIds"] = json.dumps([c.row_key for c in record.children])
+        return entity
+
+    def _child_entity(self, child: PlatformRecord, now: str) -> dict[str, Any]:
+        entity = {"PartitionKey": self.partition, "RowKey": child.row_key, **child.properties}
+        entity.update(syncStatus="synced", lastSyncedAt=now, contentHash=child.content_hash)
+        return entity
+
+    # -- stock levels -----------------------------------------------------------------------
+    def _stock_key(self) -> str:
+        return f"{self.entity.key}.stock"
+
+    def _stock_mark_before_full_pass(self) -> str | None:
+        """Where the stock feed stands before a full read of items (taken first, so postings
+        made while the pass runs are picked up by the next delta)."""
+        latest = self.client.first(STOCK_FEED, orderby="entryNumber desc", select="entryNumber,lastModifiedDateTime")
+        return _stamp(latest.get("lastModifiedDateTime")) if latest else None
+
+    def _save_stock_mark(self, mark: str) -> None:
+        current = self.states.get(self.integration_id, self._stock_key()).watermark
+        if current is None or mark > current:
+            self.states.save(self.integration_id, self._stock_key(), TypeState(watermark=mark))
+
+    def _refresh_stock(self, options: PassOptions, index: ExistingIndex) -> None:
+        """Stock postings do not touch items' lastModifiedDateTime: read item ledger entries
+        since the stock watermark and re-read just the items they name."""
+        state = self.states.get(self.integration_id, self._stock_key())
+        started_at = to_iso(self.clock.now())
+        lower = (parse_iso(state.watermark) - options.lookback) if state.watermark else None
+        numbers: set[str] = set()
+        newest: str | None = None
+        for page in self.client.pages(
+            STOCK_FEED,
+            select=["id", "itemNumber", "lastModifiedDateTime"],
+            filter=f"lastModifiedDateTime gt {to_iso(lower)}" if lower else None,
+        ):
+            for entry in page.records:
+                if isinstance(entry.get("itemNumber"), str) and entry["itemNumber"]:
+                    numbers.add(entry["itemNumber"])
+                stamp = _stamp(entry.get("lastModifiedDateTime"))
+                if stamp and (newest is None or stamp > newest):
+                    newest = stamp
+        todo = sorted(numbers - self._seen_numbers)
+        for start in range(0, len(todo), NUMBER_FILTER_CHUNK):
+            chunk = todo[start : start + NUMBER_FILTER_CHUNK]
+            clause = " or ".join(f"number eq '{n.replace(chr(39), chr(39) * 2)}'" for n in chunk)
+            for page in self.client.pages(self.entity.entity_set, select=self.entity.select([m["source"] for m in self.custom]), filter=clause):
+                before = self.result.created + self.result.updated
+                self.process(page.records, index)
+                self.result.stock_refreshed += self.result.created + self.result.updated - before
+        mark = _advance(state.watermark, newest, started_at)
+        if mark:
+            self._save_stock_mark(mark)
+
+    # -- state ----------------------------------------------------------------------------
+    def _save(self, watermark: str | None, checkpoint: Checkpoint | None) -> None:
+        self.states.save(self.integration_id, self.entity.key, TypeState(watermark=watermark, checkpoint=checkpoint))
+
+
+def _advance(previous: str | None, max_seen: str | None, started_at: str) -> str | None:
+    """New watermark: the newest timestamp written, capped at the pass's start, never backwards."""
+    if max_seen is None:
+        return previous
+    candidate = min(max_seen, started_at)
+    return candidate if previous is None or candidate > previous else previous
+
+
+def _stamp(value: Any) -> str | None:
+    try:
+        return to_iso(parse_iso(str(value))) if value else None
+    except ValueError:
+        return None
+
+
+def _safe_key(raw: dict[str, Any]) -> str | None:
+    try:
+        return record_row_key(raw["id"]) if isinstance(raw.get("id"), str) else None
+    except RecordError:
+        return None
+
+
+def _edited_on_platform(before: Existing | None) -> bool:
+    return bool(before and before.platform_modified_at and before.last_synced_at and before.platform_modified_at > before.last_synced_at)
+
+
+def _storage_message(error: Exception) -> str:
+    code = getattr(error, "error_code", None) or type(error).__name__
+    return f"Table Storage refused the record ({code})"
+
+
+def _summary(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if not k.startswith("@")}

@@ -1,0 +1,72 @@
+"""Shared fixtures: one real Azurite per session, a fresh BC simulator and fresh tables per test."""
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import uuid
+from typing import Iterator
+
+import pytest
+
+from devtools.azurite import AzuriteServer
+from devtools.bcsim import BCSimulator
+from shared.app import App, use_app
+from shared.settings import load_settings
+from tests.support import Api, FakeClock
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[AzuriteServer]:
+    with AzuriteServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sim() -> Iterator[BCSimulator]:
+    with BCSimulator(seed=42) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, azurite: AzuriteServer, sim: BCSimulator) -> dict[str, str]:
+    """Settings for one test: its own table prefix, the simulator as BC and as Entra ID."""
+    values = {
+        "TABLES_CONNECTION_STRING": azurite.connection_string,
+        "TABLE_PREFIX": "t" + uuid.uuid4().hex[:16],
+        "BC_API_BASE_URL": sim.base_url,
+        "AZURE_AUTHORITY_HOST": sim.base_url,
+        "CREDENTIALS_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "SSL_CERT_FILE": sim.ca_path,
+        "REQUESTS_CA_BUNDLE": sim.ca_path,
+        "BC_PAGE_SIZE": "100",
+        "BC_MAX_RETRIES": "4",
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def app(env: dict[str, str], clock: FakeClock) -> Iterator[App]:
+    """The App every function uses during the test, with the test's clock."""
+    instance = App(load_settings(), clock=clock)
+    use_app(instance)
+    yield instance
+    use_app(None)
+
+
+@pytest.fixture
+def api(app: App) -> Api:
+    return Api()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_libraries() -> None:
+    for name in ("azure", "msal", "urllib3", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
