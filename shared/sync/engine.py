@@ -278,11 +278,11 @@ class TypeSync:
     def _stock_key(self) -> str:
         return f"{self.entity.key}.stock"
 
-    def _stock_mark_before_full_pass(self) -> str | None:
-        """Where the stock feed stands before a full read of items (taken first, so postings
-        made while the pass runs are picked up by the next delta)."""
-        latest = self.client.first(STOCK_FEED, orderby="entryNumber desc", select="entryNumber,lastModifiedDateTime")
-        return _stamp(latest.get("lastModifiedDateTime")) if latest else None
+    def _stock_mark_before_full_pass(self) -> str:
+        """Where the stock feed stands before a full read of items: this moment, taken first, so
+        postings made while the pass runs are picked up by the next delta (the look-back window
+        covers clock skew between us and BC's servers)."""
+        return to_iso(self.clock.now())
 
     def _save_stock_mark(self, mark: str) -> None:
         current = self.states.get(self.integration_id, self._stock_key()).watermark

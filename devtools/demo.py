@@ -1,0 +1,186 @@
+"""The README's first command: the service end to end on this machine, printed for a person.
+
+Starts Azurite (in memory), the BC simulator (demo company CRONUS International Ltd.) and the
+local Functions host, then drives the real HTTP API: create an integration, test connection,
+full sync, a second full sync, changes in "BC", a delta sync, and the sync logs."""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devtools.azurite import AzuriteServer
+from devtools.bcsim import (
+    DEMO_CLIENT_ID,
+    DEMO_CLIENT_SECRET,
+    DEMO_COMPANY_ID,
+    DEMO_ENVIRONMENT,
+    DEMO_TENANT_ID,
+    BCSimulator,
+)
+from devtools.funchost import FunctionHost
+
+ROOT = Path(__file__).resolve().parent.parent
+USER = "demo-user@contoso.com"
+ALL_TYPES = ["suppliers", "products", "customers", "salesOrders", "ledgerEntries"]
+
+
+def heading(text: str) -> None:
+    print(f"\n=== {text} " + "=" * max(0, 70 - len(text)))
+
+
+def show_counts(data: dict[str, Any]) -> None:
+    print(f"  {'data type':<15}{'created':>9}{'updated':>9}{'unchanged':>11}{'errors':>8}  status")
+    for key, c in data.items():
+        extra = []
+        if c.get("linesWritten") or c.get("linesDeleted"):
+            extra.append(f"lines written {c.get('linesWritten', 0)}, removed {c.get('linesDeleted', 0)}")
+        if c.get("stockRefreshed"):
+            extra.append(f"stock refreshed {c['stockRefreshed']}")
+        note = f"  ({'; '.join(extra)})" if extra else ""
+        print(f"  {key:<15}{c['created']:>9}{c['updated']:>9}{c.get('unchanged', 0):>11}{c['errors']:>8}  {c.get('status', '')}{note}")
+
+
+class Client:
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(base_url=f"{base_url}/api", headers={"X-MS-CLIENT-PRINCIPAL-ID": USER}, timeout=300)
+
+    def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        response = self.http.request(method, path, json=body, params=params or None)
+        payload = response.json()
+        if not payload.get("success"):
+            print(f"  ! {method} {path} -> HTTP {response.status_code}: {json.dumps(payload['error'])}")
+            sys.exit(1)
+        return payload["data"]
+
+
+def make_changes(sim: BCSimulator) -> list[str]:
+    """Edits a person would make in BC between two syncs; returns what was done."""
+    company = sim.company()
+    vendors = company.records("vendors")
+    items = company.records("items")
+    orders = company.records("salesOrders")
+    sim.advance(60)
+    for vendor in vendors[:3]:
+        company.update("vendors", vendor["id"], phoneNumber="+1 425 555 0100")
+    company.add("vendors", {"displayName": "Northwind Traders (new)"})
+    for item in items[:2]:
+        company.update("items", item["id"], unitPrice=float(item.get("unitPrice") or 0) + 1.25)
+    stocked = items[10]
+    company.post_stock(stocked["id"], 7)
+    first_lines = company.lines(orders[0]["id"])
+    company.add_order_line(orders[0]["id"], items[5]["id"], 2, 19.99)
+    shrinking = next(o for o in orders[1:] if len(company.lines(o["id"])) > 1)
+    second_lines = company.lines(shrinking["id"])
+    company.remove_order_line(shrinking["id"], second_lines[-1]["id"])
+    company.add("generalLedgerEntries", {"description": "Demo posting", "debitAmount": 125.5, "creditAmount": 0})
+    company.add("generalLedgerEntries", {"description": "Demo posting", "debitAmount": 0, "creditAmount": 125.5})
+    return [
+        "3 vendors edited, 1 vendor added",
+        "2 items repriced",
+        f"stock posted: +7 of item {stocked['number']} (its lastModifiedDateTime does not change)",
+        f"order {orders[0]['number']}: a line added ({len(first_lines)} -> {len(first_lines) + 1} lines)",
+        f"order {shrinking['number']}: a line removed ({len(second_lines)} -> {len(second_lines) - 1} lines)",
+        "2 general ledger entries posted",
+    ]
+
+
+def run(serve: bool) -> None:
+    with AzuriteServer() as azurite, BCSimulator(seed=42) as sim:
+        os.environ.update(
+            {
+                "TABLES_CONNECTION_STRING": azurite.connection_string,
+                "AzureWebJobsStorage": azurite.connection_string,
+                "TABLE_PREFIX": "",
+                "BC_API_BASE_URL": sim.base_url,
+                "AZURE_AUTHORITY_HOST": sim.base_url,
+                "CREDENTIALS_KEY": os.environ.get("CREDENTIALS_KEY") or base64.b64encode(os.urandom(32)).decode(),
+                "SSL_CERT_FILE": sim.ca_path,
+                "REQUESTS_CA_BUNDLE": sim.ca_path,
+            }
+        )
+        with FunctionHost(ROOT) as host:
+            print(f"Azurite (in memory): {azurite.connection_string.split('TableEndpoint=')[1]}")
+            print(f"BC simulator + Entra ID: {sim.base_url}   Functions host: {host.base_url}/api")
+            api = Client(host.base_url)
+
+            heading("Create an integration (POST /api/integrations)")
+            integration = api.call(
+                "POST",
+                "/integrations",
+                {
+                    "name": "CRONUS demo",
+                    "tenantId": DEMO_TENANT_ID,
+                    "environment": DEMO_ENVIRONMENT,
+                    "companyId": DEMO_COMPANY_ID,
+                    "clientId": DEMO_CLIENT_ID,
+                    "clientSecret": DEMO_CLIENT_SECRET,
+                    "entities": ALL_TYPES,
+                    "syncIntervalMinutes": 15,
+                },
+            )
+            iid = integration["id"]
+            print(f"  id {iid}, status {integration['status']}, entities {', '.join(integration['entities'])}")
+            print(f"  (the response carries no secret: hasClientSecret={integration['hasClientSecret']})")
+
+            heading("Test connection (POST .../dynamics/test)")
+            test = api.call("POST", f"/integrations/{iid}/dynamics/test")
+            print(f"  connected: {test['connected']}, company: {test['company']}")
+            print(f"  vendorCount {test['vendorCount']}, itemCount {test['itemCount']}, all counts {test['counts']}")
+
+            heading("Full sync (POST .../dynamics/sync, no body)")
+            show_counts(api.call("POST", f"/integrations/{iid}/dynamics/sync"))
+
+            heading("Second full sync: nothing changed in BC")
+            show_counts(api.call("POST", f"/integrations/{iid}/dynamics/sync"))
+
+            heading("Changes in Business Central")
+            for line in make_changes(sim):
+                print(f"  - {line}")
+
+            heading('Delta sync (POST .../dynamics/sync {"mode": "delta"})')
+            show_counts(api.call("POST", f"/integrations/{iid}/dynamics/sync", {"mode": "delta"}))
+
+            heading("Sync logs (GET .../sync-logs?top=10), newest first")
+            logs = api.call("GET", f"/integrations/{iid}/sync-logs", top=10)
+            for entry in logs:
+                m = entry["metadata"]
+                print(
+                    f"  {entry['createdAt']}  {entry['entityType']:<13}{entry['status']:<8}"
+                    f" affected {entry['recordsAffected']:>4}  (created {m['created']}, updated {m['updated']},"
+                    f" unchanged {m.get('unchanged', 0)}, errors {m.get('errorCount', 0)}, {m['mode']})"
+                )
+
+            heading("The integration now (GET /api/integrations/{id})")
+            current = api.call("GET", f"/integrations/{iid}")
+            print(f"  status {current['status']}, lastSyncedAt {current['lastSyncedAt']}, nextSyncAt {current['nextSyncAt']}")
+            print(f"  last 24h: {current['statistics']['last24h']}")
+
+            if serve:
+                heading("Serving: try it with curl (Ctrl+C stops)")
+                print(f"  curl -s -H 'X-MS-CLIENT-PRINCIPAL-ID: {USER}' {host.base_url}/api/integrations/{iid}/sync-logs?top=3")
+                print(f"  curl -s -X POST -H 'X-MS-CLIENT-PRINCIPAL-ID: {USER}' {host.base_url}/api/integrations/{iid}/dynamics/sync")
+                try:
+                    import time
+
+                    while True:
+                        time.sleep(3600)
+                except KeyboardInterrupt:
+                    pass
+    print("\nDone: Azurite, the simulator and the host are stopped.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", action="store_true", help="keep the host running afterwards for curl")
+    run(parser.parse_args().serve)
+
+
+if __name__ == "__main__":
+    main()
