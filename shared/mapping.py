@@ -145,7 +145,8 @@ def check_table_limits(entity: dict[str, Any]) -> None:
         value = entity[name]
         size += 8 + len(name) * 2
         if isinstance(value, str):
-            encoded = len(value.encode("utf-16-le"))
+            # Short strings cannot reach the limit: skip the UTF-16 encoding on the hot path.
+            encoded = len(value) * 2 if len(value) <= MAX_STRING_BYTES // 4 else len(value.encode("utf-16-le"))
             if encoded > MAX_STRING_BYTES:
                 raise RecordError(
                     f"Table Storage limit: property '{name}' is {encoded} bytes, strings are at most 64 KiB",

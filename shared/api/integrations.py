@@ -20,6 +20,11 @@ from shared.storage.state import TypeState
 WHERE_TO = ("tenantId", "environment", "companyId", "baseUrl")
 
 
+def _where(field: str, value: str | None) -> str | None:
+    """A WHERE_TO value as compared: GUIDs, tenant domains and environment names ignore case."""
+    return value.lower() if value is not None and field != "baseUrl" else value
+
+
 def load(request: Request) -> Integration:
     """The caller's integration, or 404 (someone else's id is answered exactly like a missing one)."""
     integration = request.app.integrations.get(request.user_id, request.route.get("id", ""))
@@ -53,7 +58,7 @@ def _ensure_single(app: App, integration: Integration) -> None:
     while True:
         page, token = app.integrations.list_for_user(integration.userId, top=1000, continuation_token=token)
         for other in page:
-            same = all(getattr(other, f) == getattr(integration, f) for f in WHERE_TO)
+            same = all(_where(f, getattr(other, f)) == _where(f, getattr(integration, f)) for f in WHERE_TO)
             if other.id != integration.id and same:
                 raise ConflictError(
                     f"Integration {other.id} already connects this company; update it instead", code="integration_exists"
@@ -70,7 +75,7 @@ def create(request: Request) -> func.HttpResponse:
         id=Integration.new_id(),
         userId=request.user_id,
         name=body.name,
-        tenantId=body.tenantId,
+        tenantId=body.tenantId.lower(),
         environment=body.environment,
         companyId=body.companyId.lower(),
         clientId=body.clientId.lower(),
@@ -110,7 +115,7 @@ def update(request: Request) -> func.HttpResponse:
     body: IntegrationUpdate = validate(IntegrationUpdate, request.json(required=True) or {})
     fields = body.model_fields_set
     webhook_secret: list[str] = []
-    moved = any(f in fields and getattr(body, f) != getattr(current, f) for f in WHERE_TO)
+    moved = any(f in fields and _where(f, getattr(body, f)) != _where(f, getattr(current, f)) for f in WHERE_TO)
 
     def change(integration: Integration) -> None:
         for name in fields - {"clientSecret", "fieldMappings"}:
@@ -119,6 +124,8 @@ def update(request: Request) -> func.HttpResponse:
             integration.companyId = integration.companyId.lower()
         if "clientId" in fields:
             integration.clientId = integration.clientId.lower()
+        if "tenantId" in fields:
+            integration.tenantId = integration.tenantId.lower()
         if "fieldMappings" in fields:
             integration.fieldMappings = {k: [m.model_dump() for m in v] for k, v in (body.fieldMappings or {}).items()}
         if "clientSecret" in fields:

@@ -42,7 +42,10 @@ def decode_error(response: httpx.Response, *, step: str = "read") -> BCError:
             f"and permission sets in BC{detail}",
             **kwargs,
         )
-    if status == 404 and step == "company":
+    company_missing = step in ("company", "companies") or bc_code is None or "CompanyNotFound" in bc_code
+    if status == 404 and company_missing:
+        # BC answers an unknown company with Internal_CompanyNotFound, an unknown environment
+        # with an XML page: either way the whole run cannot succeed.
         return BCCompanyNotFound(f"Business Central has no such environment or company (HTTP 404){detail}", **kwargs)
     if status in (408, 429) or status >= 500:
         what = "throttled the requests" if status == 429 else f"is unavailable (HTTP {status})"
