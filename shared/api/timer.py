@@ -32,7 +32,7 @@ def run_scheduled(app: App) -> dict[str, Any]:
     deadline = clock.monotonic() + app.settings.timer_budget_seconds
     runner = SyncRunner(app)
     summary: dict[str, Any] = {"synced": [], "failed": [], "skipped": [], "deferred": []}
-    everything = list(app.integrations.list_all())
+    everything = list(app.integrations.list_all(include_disconnected=True))  # due() skips disconnected
     queue = due(everything, app)
     for position, integration in enumerate(queue):
         remaining = deadline - clock.monotonic()

@@ -126,7 +126,12 @@ class IntegrationRepository:
         )
         return [Integration.from_entity(e) for e in entities], token
 
-    def list_all(self) -> Iterator[Integration]:
-        """Every connected integration of every user (the timer's view)."""
-        for entity in self._store.query(TABLE, "status ne @status", parameters={"status": "disconnected"}):
+    def list_all(self, *, include_disconnected: bool = False) -> Iterator[Integration]:
+        """Every connected integration of every user (the timer's view); disconnected ones too
+        when asked (their logs still age out)."""
+        if include_disconnected:
+            entities = self._store.query(TABLE, "PartitionKey ne @none", parameters={"none": ""})
+        else:
+            entities = self._store.query(TABLE, "status ne @status", parameters={"status": "disconnected"})
+        for entity in entities:
             yield Integration.from_entity(entity)
