@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from shared.clock import parse_iso, to_iso
 from shared.storage.tables import TableStore
 
 TABLE = "SyncLogs"
-_INVERT_FROM = 10**13  # milliseconds; keeps RowKeys fixed-width until the year 2286
+_INVERT_FROM = 10**17  # microseconds; keeps RowKeys fixed-width for millennia
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MAX_METADATA_CHARS = 30_000  # Table Storage strings hold 64 KiB of UTF-16 (32K characters)
 
 
 def _inverted(moment: datetime) -> str:
-    return f"{_INVERT_FROM - int(moment.timestamp() * 1000):013d}"
+    """Newest first: microseconds since the epoch, subtracted from a constant."""
+    return f"{_INVERT_FROM - (moment - _EPOCH) // timedelta(microseconds=1):017d}"
 
 
 def _fit(metadata: dict[str, Any]) -> str:
@@ -76,7 +78,7 @@ class SyncLogRepository:
         if since is not None:
             # Newest first means older entries have larger RowKeys: since -> an upper bound.
             clauses.append("RowKey lt @upper")
-            params["upper"] = _inverted(since - timedelta(milliseconds=1))
+            params["upper"] = _inverted(since - timedelta(microseconds=1))
         if entity_type:
             clauses.append("entityType eq @entityType")
             params["entityType"] = entity_type
