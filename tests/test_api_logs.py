@@ -9,6 +9,7 @@ import pytest
 
 from devtools.bcsim import (DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_COMPANY_ID, DEMO_COMPANY_NAME, DEMO_TENANT_ID,
                             DEMO_US_COMPANY_ID, DEMO_US_COMPANY_NAME, BCSimulator)
+from shared.app import App
 from shared.clock import parse_iso, to_iso
 from tests.support import Api, FakeClock, Reply
 
@@ -266,3 +267,20 @@ def test_discover_companies_validation(api: Api, sim: BCSimulator, sent: dict[st
     assert_error(api.post("dynamics/companies", sent), 400, "validation_error", field)
     assert_error(api.post("dynamics/companies"), 400, "invalid_json")
     assert not [r for r in sim.requests if "token" in r.path or r.path.startswith("/v2.0/")]
+
+
+def test_entries_written_within_one_millisecond_stay_newest_first(app: App) -> None:
+    """Log keys order by microsecond: entries of one run written in the same millisecond keep their order."""
+    base = app.clock.now().replace(microsecond=123000)
+    for offset in range(10):
+        app.logs.add(
+            integration_id="int-same-ms",
+            run_id="run-1",
+            entity_type="SUPPLIER",
+            status="SUCCESS",
+            records_affected=offset,
+            metadata={"created": offset, "updated": 0, "errors": []},
+            created_at=base + timedelta(microseconds=offset * 10),
+        )
+    entries, _ = app.logs.list("int-same-ms", entity_type=None, status=None, since=None, top=50, continuation_token=None)
+    assert [e["recordsAffected"] for e in entries] == list(range(9, -1, -1))
