@@ -15,6 +15,12 @@ from shared.errors import ValidationError
 
 GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 TENANT = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[A-Za-z0-9][A-Za-z0-9.-]{0,253})$"
+ENVIRONMENT = r"^[A-Za-z0-9_-]{1,50}$"
+PATTERN_RULES = {
+    GUID: "must be a GUID such as 3f9a2c71-8b4e-4d05-a6c2-9e1b7d3f5a24",
+    TENANT: "must be a tenant GUID or domain name",
+    ENVIRONMENT: "must be an environment name: letters, digits, - and _, at most 50",
+}
 PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 #: Properties the service writes itself: a mapping may not overwrite them.
 RESERVED_TARGETS = frozenset(
@@ -83,7 +89,14 @@ def _check_mappings(mappings: dict[str, list[FieldMapping]] | None) -> None:
             raise ValueError(f"fieldMappings.{key}: at most 100 mappings")
 
 
-class _Entities(BaseModel):
+class _Checked(BaseModel):
+    """URL and data-type-list rules shared by every body that has those fields."""
+
+    @field_validator("baseUrl", "webhookUrl", check_fields=False)
+    @classmethod
+    def _url(cls, value: str | None, info: Any) -> str | None:
+        return _check_url(value, info.field_name)
+
     @field_validator("entities", check_fields=False)
     @classmethod
     def _unique(cls, value: list[str] | None) -> list[str] | None:
@@ -95,12 +108,12 @@ class _Entities(BaseModel):
         return value
 
 
-class IntegrationCreate(_Entities):
+class IntegrationCreate(_Checked):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     name: str = Field(min_length=1, max_length=200)
     tenantId: str = Field(pattern=TENANT)
-    environment: str = Field(default="production", pattern=r"^[A-Za-z0-9_-]{1,50}$")
+    environment: str = Field(default="production", pattern=ENVIRONMENT)
     companyId: str = Field(pattern=GUID)
     clientId: str = Field(pattern=GUID)
     clientSecret: str = Field(min_length=1, max_length=1024)
@@ -110,30 +123,20 @@ class IntegrationCreate(_Entities):
     fieldMappings: FieldMappings = Field(default_factory=dict)
     webhookUrl: str | None = Field(default=None, max_length=2000)
 
-    @field_validator("baseUrl")
-    @classmethod
-    def _base(cls, v: str | None) -> str | None:
-        return _check_url(v, "baseUrl")
-
-    @field_validator("webhookUrl")
-    @classmethod
-    def _hook(cls, v: str | None) -> str | None:
-        return _check_url(v, "webhookUrl")
-
     @model_validator(mode="after")
     def _mappings(self) -> "IntegrationCreate":
         _check_mappings(self.fieldMappings)
         return self
 
 
-class IntegrationUpdate(_Entities):
+class IntegrationUpdate(_Checked):
     """PATCH: every field optional; `null` clears the optional ones (baseUrl, webhookUrl)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     tenantId: str | None = Field(default=None, pattern=TENANT)
-    environment: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,50}$")
+    environment: str | None = Field(default=None, pattern=ENVIRONMENT)
     companyId: str | None = Field(default=None, pattern=GUID)
     clientId: str | None = Field(default=None, pattern=GUID)
     clientSecret: str | None = Field(default=None, min_length=1, max_length=1024)
@@ -142,16 +145,6 @@ class IntegrationUpdate(_Entities):
     baseUrl: str | None = Field(default=None, max_length=500)
     fieldMappings: FieldMappings | None = None
     webhookUrl: str | None = Field(default=None, max_length=2000)
-
-    @field_validator("baseUrl")
-    @classmethod
-    def _base(cls, v: str | None) -> str | None:
-        return _check_url(v, "baseUrl")
-
-    @field_validator("webhookUrl")
-    @classmethod
-    def _hook(cls, v: str | None) -> str | None:
-        return _check_url(v, "webhookUrl")
 
     @model_validator(mode="after")
     def _mappings(self) -> "IntegrationUpdate":
@@ -162,21 +155,17 @@ class IntegrationUpdate(_Entities):
         return self
 
 
-class CompanyDiscovery(BaseModel):
+class CompanyDiscovery(_Checked):
     """Credentials to list companies with, before an integration exists."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     tenantId: str = Field(pattern=TENANT)
-    environment: str = Field(default="production", pattern=r"^[A-Za-z0-9_-]{1,50}$")
+    environment: str = Field(default="production", pattern=ENVIRONMENT)
     clientId: str = Field(pattern=GUID)
     clientSecret: str = Field(min_length=1, max_length=1024)
     baseUrl: str | None = Field(default=None, max_length=500)
 
-    @field_validator("baseUrl")
-    @classmethod
-    def _base(cls, v: str | None) -> str | None:
-        return _check_url(v, "baseUrl")
 
 
 class SyncBody(BaseModel):
@@ -222,5 +211,7 @@ def validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
                 message = "is not a known field"
             elif item["type"] == "missing":
                 message = "is required"
+            elif item["type"] == "string_pattern_mismatch":
+                message = PATTERN_RULES.get(item.get("ctx", {}).get("pattern"), "has an invalid format")
             problems.append(f"{where}: {message}")
         raise ValidationError("; ".join(problems)) from None

@@ -57,6 +57,7 @@ class RunOutcome:
     types: dict[str, TypeOutcome] = field(default_factory=dict)
     fatal: ServiceError | None = None
     paused: bool = False
+    bc_requests: int = 0  # against BC's 6,000 per 5 minutes
 
     @property
     def failed(self) -> bool:
@@ -109,6 +110,7 @@ class SyncRunner:
                 outcome.types[key] = self._sync_type(key, integration, client, run_id, options, outcome)
             self._log(integration, request, run_id, key, outcome.types[key], started)
         if client is not None:
+            outcome.bc_requests = client.requests_made
             client.close()
         self._finish(integration, request, outcome, started)
         return outcome
@@ -191,6 +193,7 @@ class SyncRunner:
             "startedAt": to_iso(started),
             "finishedAt": to_iso(now),
             "counts": outcome.counts(),
+            "bcRequests": outcome.bc_requests,
         }
 
         def change(current: Integration) -> None:
