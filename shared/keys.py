@@ -1,7 +1,7 @@
 """Table Storage keys from arbitrary ids: PartitionKey/RowKey forbid / \\ # ? and control characters."""
 from __future__ import annotations
 
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from shared.errors import RecordError
 
@@ -12,10 +12,6 @@ EXTERNAL_SYSTEM = "dynamics_bc"
 def encode_key(value: str) -> str:
     """Reversible percent-encoding: every character outside [A-Za-z0-9_.~-] becomes %XX."""
     return quote(value, safe="")
-
-
-def decode_key(value: str) -> str:
-    return unquote(value)
 
 
 def record_row_key(external_id: str) -> str:

@@ -22,7 +22,7 @@ from shared.clock import parse_iso, to_iso
 from shared.keys import encode_key, owner_partition
 from shared.storage.integrations import Integration
 from shared.storage.leases import LeaseLost
-from shared.storage.logs import _inverted
+from shared.storage.logs import inverted_time_key
 from shared.storage.state import TypeState
 from shared.sync.runner import SyncRequest, SyncRunner
 from tests.support import Api, FakeClock
@@ -625,7 +625,7 @@ def test_a_long_log_history_pages_newest_first(api: Api, app: App, sim: BCSimula
         at = now - timedelta(seconds=n * 7)
         log_id = f"log-{n:016x}"
         entities.append(("upsert", {
-            "PartitionKey": integration["id"], "RowKey": f"{_inverted(at)}-{log_id}", "id": log_id,
+            "PartitionKey": integration["id"], "RowKey": f"{inverted_time_key(at)}-{log_id}", "id": log_id,
             "integrationId": integration["id"], "runId": f"run-{n // 2}", "entityType": "SUPPLIER" if n % 2 else "PRODUCT",
             "action": "UPSERT", "status": "SUCCESS", "recordsAffected": n, "metadata": json.dumps({"created": n}),
             "createdAt": to_iso(at),

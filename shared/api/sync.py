@@ -4,7 +4,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared.api.integrations import load
-from shared.errors import BCError, ServiceError, ValidationError
+from shared.errors import ServiceError, ValidationError
 from shared.http import Request, ok
 from shared.models import SyncBody, parse_since, validate
 from shared.sync.runner import SyncRequest, SyncRunner
@@ -39,5 +39,3 @@ def sync(request: Request) -> func.HttpResponse:
     response.headers["X-Sync-Run-Id"] = outcome.run_id
     return response
 
-
-__all__ = ["sync", "BCError"]

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from shared.clock import parse_iso, to_iso
+from shared.clock import to_iso
 from shared.storage.tables import TableStore
 
 TABLE = "SyncLogs"
@@ -16,7 +16,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MAX_METADATA_CHARS = 30_000  # Table Storage strings hold 64 KiB of UTF-16 (32K characters)
 
 
-def _inverted(moment: datetime) -> str:
+def inverted_time_key(moment: datetime) -> str:
     """Newest first: microseconds since the epoch, subtracted from a constant."""
     return f"{_INVERT_FROM - (moment - _EPOCH) // timedelta(microseconds=1):017d}"
 
@@ -50,7 +50,7 @@ class SyncLogRepository:
         log_id = f"log-{uuid.uuid4().hex[:16]}"
         entity = {
             "PartitionKey": integration_id,
-            "RowKey": f"{_inverted(created_at)}-{log_id}",
+            "RowKey": f"{inverted_time_key(created_at)}-{log_id}",
             "id": log_id,
             "integrationId": integration_id,
             "runId": run_id,
@@ -78,7 +78,7 @@ class SyncLogRepository:
         if since is not None:
             # Newest first means older entries have larger RowKeys: since -> an upper bound.
             clauses.append("RowKey lt @upper")
-            params["upper"] = _inverted(since - timedelta(microseconds=1))
+            params["upper"] = inverted_time_key(since - timedelta(microseconds=1))
         if entity_type:
             clauses.append("entityType eq @entityType")
             params["entityType"] = entity_type
@@ -95,7 +95,7 @@ class SyncLogRepository:
         old = self._store.query(
             TABLE,
             "PartitionKey eq @pk and RowKey gt @lower",
-            parameters={"pk": integration_id, "lower": _inverted(cutoff) + "."},
+            parameters={"pk": integration_id, "lower": inverted_time_key(cutoff) + "."},
             select=["PartitionKey", "RowKey"],
         )
         doomed = [("delete", {"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]}) for e in old]
@@ -115,10 +115,6 @@ class SyncLogRepository:
             "metadata": json.loads(entity.get("metadata") or "{}"),
             "createdAt": entity["createdAt"],
         }
-
-
-def parse_since(value: str) -> datetime:
-    return parse_iso(value)
 
 
 def new_run_id() -> str:

@@ -50,9 +50,3 @@ class SyncStateRepository:
         if state.checkpoint:
             entity["checkpoint"] = json.dumps(asdict(state.checkpoint))
         self._store.table(TABLE).upsert_entity(entity, mode="replace")
-
-    def all(self, integration_id: str) -> dict[str, TypeState]:
-        return {
-            e["RowKey"]: TypeState(watermark=e.get("watermark"))
-            for e in self._store.query(TABLE, "PartitionKey eq @pk", parameters={"pk": integration_id})
-        }

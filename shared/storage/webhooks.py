@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from shared.clock import to_iso
-from shared.storage.logs import _inverted
+from shared.storage.logs import inverted_time_key
 from shared.storage.tables import TableStore
 
 TABLE = "WebhookDeliveries"
@@ -21,7 +21,7 @@ class WebhookDeliveryRepository:
         delivery_id = f"whd-{uuid.uuid4().hex[:16]}"
         entity = {
             "PartitionKey": integration_id,
-            "RowKey": f"{_inverted(at)}-{delivery_id}",
+            "RowKey": f"{inverted_time_key(at)}-{delivery_id}",
             "id": delivery_id,
             "userId": user_id,
             "url": url,
