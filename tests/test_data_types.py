@@ -391,3 +391,17 @@ def test_one_user_with_two_companies_keeps_records_apart(api: Api, sim: BCSimula
     assert api.sync(intl["id"], {"mode": "delta"}).data["suppliers"]["updated"] == 0
     assert api.sync(usa["id"], {"mode": "delta"}).data["suppliers"]["updated"] == 1
     assert changed(before, etags(app, "Suppliers")) == {us_vendor}
+
+
+def test_base_url_points_the_integration_at_another_service_root(api: Api, sim: BCSimulator, app: App) -> None:
+    """An on-premises / sovereign-cloud `baseUrl` replaces the SaaS root for every BC request."""
+    root = f"{sim.base_url}/v2.0/{DEMO_ENVIRONMENT}"  # the tenant-less form on-premises style roots use
+    integration = api.create_integration(sim, baseUrl=root)
+    assert integration["baseUrl"] == root
+    sim.clear_requests()
+    test = api.post(f"integrations/{integration['id']}/dynamics/test")
+    assert test.status == 200 and test.data["vendorCount"] == 45
+    reply = api.sync(integration["id"])
+    assert reply.data["suppliers"]["created"] == 45 and reply.data["products"]["created"] == 230
+    api_paths = [r.path for r in sim.requests if "/api/v2.0/" in r.path]
+    assert api_paths and all(p.startswith(f"/v2.0/{DEMO_ENVIRONMENT}/api/v2.0/") for p in api_paths)
