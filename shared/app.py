@@ -50,21 +50,26 @@ class App:
 
     def bc_client(self, integration: Integration) -> BCClient:
         """A client for the integration's company (the secret is decrypted only here, in memory)."""
-        s = self.settings
-        tokens = TokenProvider(
-            authority_host=s.authority_host,
+        return self.bc_client_for(
             tenant_id=integration.tenantId,
+            environment=integration.environment,
             client_id=integration.clientId,
             client_secret=self.client_secret(integration),
+            base_url=integration.baseUrl,
+            company_id=integration.companyId,
+        )
+
+    def bc_client_for(
+        self, *, tenant_id: str, environment: str, client_id: str, client_secret: str, base_url: str | None, company_id: str = ""
+    ) -> BCClient:
+        """A client for credentials given directly (company discovery before an integration exists)."""
+        s = self.settings
+        tokens = TokenProvider(
+            authority_host=s.authority_host, tenant_id=tenant_id, client_id=client_id, client_secret=client_secret
         )
         return BCClient(
-            root=service_root(
-                api_base_url=s.bc_api_base_url,
-                tenant_id=integration.tenantId,
-                environment=integration.environment,
-                base_url=integration.baseUrl,
-            ),
-            company_id=integration.companyId,
+            root=service_root(api_base_url=s.bc_api_base_url, tenant_id=tenant_id, environment=environment, base_url=base_url),
+            company_id=company_id,
             tokens=tokens,
             clock=self.clock,
             page_size=s.bc_page_size,

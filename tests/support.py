@@ -14,6 +14,22 @@ from devtools.funchost import FunctionHost
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def integration_body(**overrides: Any) -> dict[str, Any]:
+    """A valid create body for the simulator's demo company, with overrides (None removes a key)."""
+    from devtools.bcsim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_COMPANY_ID, DEMO_ENVIRONMENT, DEMO_TENANT_ID
+
+    data: dict[str, Any] = {
+        "name": "CRONUS",
+        "tenantId": DEMO_TENANT_ID,
+        "environment": DEMO_ENVIRONMENT,
+        "companyId": DEMO_COMPANY_ID,
+        "clientId": DEMO_CLIENT_ID,
+        "clientSecret": DEMO_CLIENT_SECRET,
+    }
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
 class FakeClock:
     """Wall time starts at the real now (BC's timestamps stay comparable); sleeps advance it
     instantly, so retries and lease expiry are tested without waiting."""
@@ -96,18 +112,7 @@ class Api:
 
     # -- conveniences -----------------------------------------------------------------------
     def create_integration(self, sim: Any, **overrides: Any) -> dict[str, Any]:
-        from devtools.bcsim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_COMPANY_ID, DEMO_ENVIRONMENT, DEMO_TENANT_ID
-
-        body = {
-            "name": "CRONUS",
-            "tenantId": DEMO_TENANT_ID,
-            "environment": DEMO_ENVIRONMENT,
-            "companyId": DEMO_COMPANY_ID,
-            "clientId": DEMO_CLIENT_ID,
-            "clientSecret": DEMO_CLIENT_SECRET,
-        }
-        body.update(overrides)
-        reply = self.post("integrations", body)
+        reply = self.post("integrations", integration_body(**overrides))
         assert reply.status == 201, reply.body
         return reply.data
 

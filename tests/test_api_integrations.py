@@ -10,30 +10,19 @@ from typing import Any
 
 import pytest
 
-from devtools.bcsim import (DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_COMPANY_ID, DEMO_ENVIRONMENT, DEMO_TENANT_ID,
+from devtools.bcsim import (DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_COMPANY_ID, DEMO_TENANT_ID,
                             DEMO_US_COMPANY_ID, BCSimulator)
 from shared.app import App, use_app
 from shared.errors import ConfigurationError
 from shared.keys import encode_key, owner_partition
 from shared.settings import load_settings
 from shared.storage.integrations import Integration
-from tests.support import Api, FakeClock, Reply
+from tests.support import Api, FakeClock, Reply, integration_body
 
 SECRET_WORDS = ("secret", "token", "password", "credential")
 
 
-def body(**overrides: Any) -> dict[str, Any]:
-    """A valid create body for the simulator's demo company, with overrides (None removes a key)."""
-    data: dict[str, Any] = {
-        "name": "CRONUS",
-        "tenantId": DEMO_TENANT_ID,
-        "environment": DEMO_ENVIRONMENT,
-        "companyId": DEMO_COMPANY_ID,
-        "clientId": DEMO_CLIENT_ID,
-        "clientSecret": DEMO_CLIENT_SECRET,
-    }
-    data.update(overrides)
-    return {k: v for k, v in data.items() if v is not None}
+body = integration_body
 
 
 def assert_error(reply: Reply, status: int, code: str, *names: str) -> None:

@@ -6,8 +6,7 @@ from typing import Any
 import azure.functions as func
 
 from shared.api.integrations import load
-from shared.bc.auth import TokenProvider
-from shared.bc.client import BCClient, service_root
+from shared.bc.client import BCClient
 from shared.clock import to_iso
 from shared.entities import ENTITY_TYPES
 from shared.errors import BCAuthError, BCError, ConflictError
@@ -95,10 +94,9 @@ def companies(request: Request) -> func.HttpResponse:
 def discover_companies(request: Request) -> func.HttpResponse:
     """Before an integration exists: list companies for credentials given in the body."""
     body: CompanyDiscovery = validate(CompanyDiscovery, request.json(required=True) or {})
-    s = request.app.settings
-    tokens = TokenProvider(authority_host=s.authority_host, tenant_id=body.tenantId, client_id=body.clientId, client_secret=body.clientSecret)
-    root = service_root(api_base_url=s.bc_api_base_url, tenant_id=body.tenantId, environment=body.environment, base_url=body.baseUrl)
-    with BCClient(root=root, company_id="", tokens=tokens, clock=request.app.clock, max_retries=s.bc_max_retries, max_retry_seconds=s.bc_max_retry_seconds) as client:
+    with request.app.bc_client_for(
+        tenant_id=body.tenantId, environment=body.environment, client_id=body.clientId, client_secret=body.clientSecret, base_url=body.baseUrl
+    ) as client:
         return ok([_company(c) for c in client.list_companies()])
 
 

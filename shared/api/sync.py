@@ -4,7 +4,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared.api.integrations import load
-from shared.errors import ServiceError, ValidationError
+from shared.errors import ValidationError
 from shared.http import Request, ok
 from shared.models import SyncBody, parse_since, validate
 from shared.sync.runner import SyncRequest, SyncRunner
@@ -33,8 +33,7 @@ def sync(request: Request) -> func.HttpResponse:
         raise outcome.fatal
     failures = [t.error for t in outcome.types.values() if t.error]
     if failures and len(failures) == len(outcome.types):
-        first = failures[0]
-        raise ServiceError(first["message"], code=first["code"], status=502 if first["code"].startswith("bc_") else 500)
+        raise failures[0]
     response = ok(outcome.counts())
     response.headers["X-Sync-Run-Id"] = outcome.run_id
     return response

@@ -43,7 +43,7 @@ class TableStore:
         self._prefix = prefix
         self._tables: dict[str, TableClient] = {}
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=write_concurrency, thread_name_prefix="tables")
+        self._pool = ThreadPoolExecutor(max_workers=write_concurrency, thread_name_prefix="tables-read")
 
     @classmethod
     def from_connection_string(cls, connection_string: str, **kwargs: Any) -> "TableStore":
@@ -63,7 +63,7 @@ class TableStore:
             return client
 
     def map(self, fn: Any, items: Iterable[Any]) -> list[Any]:
-        """Run `fn` over items on the shared write pool (bounded concurrency), keeping order."""
+        """Run `fn` over items on a bounded thread pool (point reads), keeping order."""
         return list(self._pool.map(fn, items))
 
     def write(self, table: str, operations: list[tuple[str, Entity]]) -> list[WriteFailure]:

@@ -33,7 +33,7 @@ class SyncRequest:
 class TypeOutcome:
     result: TypeResult
     status: str  # SUCCESS | PARTIAL | FAILED
-    error: dict[str, str] | None = None
+    error: ServiceError | None = None
     paused: bool = False
     started: bool = True
 
@@ -45,7 +45,7 @@ class TypeOutcome:
         if r.stock_refreshed:
             data["stockRefreshed"] = r.stock_refreshed
         if self.error:
-            data["error"] = self.error
+            data["error"] = self.error.to_dict()
         if self.paused:
             data["paused"] = True
         return data
@@ -104,8 +104,8 @@ class SyncRunner:
             outcome.fatal = error
         for key in keys:
             if outcome.fatal is not None or outcome.paused:
-                reason = outcome.fatal.to_dict() if outcome.fatal else None
-                outcome.types[key] = TypeOutcome(TypeResult(), "FAILED" if reason else "PARTIAL", reason, paused=not reason, started=False)
+                failed = outcome.fatal is not None
+                outcome.types[key] = TypeOutcome(TypeResult(), "FAILED" if failed else "PARTIAL", outcome.fatal, paused=not failed, started=False)
             else:
                 outcome.types[key] = self._sync_type(key, integration, client, run_id, options, outcome)
             self._log(integration, request, run_id, key, outcome.types[key], started)
@@ -137,14 +137,14 @@ class SyncRunner:
             if error.fatal_for_run:
                 outcome.fatal = error
             log.warning("sync of %s for integration %s failed: %s", key, integration.id, error.message)
-            return TypeOutcome(pass_.result, "FAILED", error.to_dict())
+            return TypeOutcome(pass_.result, "FAILED", error)
         except LeaseLost as error:
             outcome.fatal = ConflictError(str(error), code="sync_in_progress")
-            return TypeOutcome(pass_.result, "FAILED", outcome.fatal.to_dict())
+            return TypeOutcome(pass_.result, "FAILED", outcome.fatal)
         except Exception as error:  # storage down, a bug: this type fails, the run reports it
             log.exception("sync of %s for integration %s failed unexpectedly", key, integration.id)
             outcome.fatal = ServiceError(f"Internal error while syncing {key} ({type(error).__name__})")
-            return TypeOutcome(pass_.result, "FAILED", outcome.fatal.to_dict())
+            return TypeOutcome(pass_.result, "FAILED", outcome.fatal)
 
     def _log(self, integration: Integration, request: SyncRequest, run_id: str, key: str, outcome: TypeOutcome, started: datetime) -> None:
         r = outcome.result
@@ -166,7 +166,7 @@ class SyncRunner:
         if r.resumed:
             metadata["resumed"] = True
         if outcome.error:
-            metadata["error"] = outcome.error
+            metadata["error"] = outcome.error.to_dict()
         if outcome.paused:
             metadata["paused"] = True
             metadata["note"] = "time budget reached; the next run continues from the checkpoint" if outcome.started else "not started; the next run does it"
@@ -182,9 +182,7 @@ class SyncRunner:
 
     def _finish(self, integration: Integration, request: SyncRequest, outcome: RunOutcome, started: datetime) -> None:
         now = self.app.clock.now()
-        failure = outcome.fatal or next(
-            (ServiceError(t.error["message"], code=t.error["code"]) for t in outcome.types.values() if t.error), None
-        )
+        failure = outcome.fatal or next((t.error for t in outcome.types.values() if t.error), None)
         summary = {
             "runId": outcome.run_id,
             "trigger": request.trigger,
