@@ -14,6 +14,8 @@ from shared.clock import Clock, SystemClock
 from shared.crypto import SecretBox
 from shared.errors import BCAuthError
 from shared.settings import Settings, load_settings
+from shared.runs.queue import RunQueue
+from shared.runs.repository import RunRepository
 from shared.storage.integrations import Integration, IntegrationRepository
 from shared.storage.leases import LeaseRepository
 from shared.storage.logs import SyncLogRepository
@@ -42,6 +44,8 @@ class App:
         self.leases = LeaseRepository(self.store, self.clock, seconds=s.lease_seconds)
         self.stats = StatsRepository(self.store)
         self.deliveries = WebhookDeliveryRepository(self.store)
+        self.runs = RunRepository(self.store)
+        self.queue = RunQueue(s.queue_connection_string, s.sync_queue_name)
 
     def client_secret(self, integration: Integration) -> str:
         if not integration.clientSecretEnc:

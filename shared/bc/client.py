@@ -148,12 +148,13 @@ class BCClient:
         select: list[str] | None = None,
         filter: str | None = None,
         expand: str | None = None,
+        orderby: str | None = None,
         start_url: str | None = None,
     ) -> Iterator[Page]:
         """Pages of an entity set; `start_url` resumes at a nextLink saved by an earlier run."""
         url = start_url
         if url is None:
-            query = odata_query({"$select": ",".join(select) if select else None, "$filter": filter, "$expand": expand})
+            query = odata_query({"$select": ",".join(select) if select else None, "$filter": filter, "$expand": expand, "$orderby": orderby})
             url = f"{self.company_url}/{entity_set}" + (f"?{query}" if query else "")
         return self._pages(url, step="read")
 
