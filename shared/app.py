@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass, field
 
 from shared.bc.auth import TokenProvider
+from shared.bc.budget import RequestBudget, credential_key
 from shared.bc.client import BCClient, service_root
 from shared.clock import Clock, SystemClock
 from shared.crypto import SecretBox
@@ -80,6 +81,14 @@ class App:
             max_retries=s.bc_max_retries,
             max_retry_seconds=s.bc_max_retry_seconds,
             timeout_seconds=s.bc_timeout_seconds,
+            budget=RequestBudget(
+                self.store,
+                self.clock,
+                credential_key(tenant_id, client_id),
+                max_in_flight=s.bc_max_in_flight,
+                per_5_minutes=s.bc_requests_per_5_minutes,
+                slot_seconds=s.bc_timeout_seconds + 10,
+            ),
         )
 
 
