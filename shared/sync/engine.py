@@ -26,11 +26,10 @@ from shared.storage.records import Existing, RecordWriter, StoredLookup
 from shared.storage.state import Checkpoint, SyncStateRepository, TypeState
 from shared.storage.tables import TableStore
 from shared.sync.prefetch import prefetch
+from shared.sync.stock import NUMBER_FILTER_CHUNK, STOCK_FEED, StockRefresh
 
 log = logging.getLogger(__name__)
 
-STOCK_FEED = "itemLedgerEntries"
-NUMBER_FILTER_CHUNK = 15  # `number eq 'A' or ...` clauses per request when refreshing stock
 MAX_ERROR_RECORDS = 20  # failed records kept with their data per pass; the rest only counted
 SINCE_SUFFIX = ".since"  # state key of a modifiedSince pass's checkpoint (never its watermark)
 
@@ -133,17 +132,19 @@ class TypeSync:
             self.result = TypeResult()
             return self.run(options)
 
-        if self.entity.stock_feed and lower is not None:
-            self._refresh_stock(options, lookup)
-        elif self.entity.stock_feed and options.mode != "since":
-            # The stock mark of a full pass is the pass's start (also when it was resumed), so
-            # postings made while it ran are read by the next delta.
-            self._save_stock_mark(started_at)
-
         if self._may_advance(options, state, lower):
             self._save(options, _advance(state.watermark, max_seen, started_at, self._failed_floor), None)
         else:
             self._save(options, state.watermark, None)
+
+        # The stock feed is a pass of its own after the items pass (its own checkpoint and mark,
+        # shared/sync/stock.py): pausing in it never redoes the items.
+        if self.entity.stock_feed and lower is not None:
+            self._refresh_stock(options, lookup, state.watermark)
+        elif self.entity.stock_feed and options.mode != "since":
+            # The stock mark of a full pass is the pass's start (also when it was resumed), so
+            # postings made while it ran are read by the next delta.
+            self._save_stock_mark(started_at)
         return self.result
 
     def _state_key(self, options: PassOptions) -> str:
@@ -327,36 +328,10 @@ class TypeSync:
         if current is None or mark > current:
             self.states.save(self.integration_id, self._stock_key(), TypeState(watermark=mark))
 
-    def _refresh_stock(self, options: PassOptions, lookup: StoredLookup) -> None:
+    def _refresh_stock(self, options: PassOptions, lookup: StoredLookup, watermark: str | None) -> None:
         """Stock postings do not touch items' lastModifiedDateTime: read item ledger entries
-        since the stock watermark and re-read just the items they name."""
-        state = self.states.get(self.integration_id, self._stock_key())
-        started_at = to_iso(self.clock.now())
-        lower = (parse_iso(state.watermark) - options.lookback) if state.watermark else None
-        numbers: set[str] = set()
-        newest: str | None = None
-        for page in self.client.pages(
-            STOCK_FEED,
-            select=["id", "itemNumber", "lastModifiedDateTime"],
-            filter=f"lastModifiedDateTime gt {to_iso(lower)}" if lower else None,
-        ):
-            for entry in page.records:
-                if isinstance(entry.get("itemNumber"), str) and entry["itemNumber"]:
-                    numbers.add(entry["itemNumber"])
-                stamp = _stamp(entry.get("lastModifiedDateTime"))
-                if stamp and (newest is None or stamp > newest):
-                    newest = stamp
-        todo = sorted(numbers - self._seen_numbers)
-        for start in range(0, len(todo), NUMBER_FILTER_CHUNK):
-            chunk = todo[start : start + NUMBER_FILTER_CHUNK]
-            clause = " or ".join(f"number eq '{n.replace(chr(39), chr(39) * 2)}'" for n in chunk)
-            for page in self.client.pages(self.entity.entity_set, select=self.entity.select([m["source"] for m in self.custom]), filter=clause):
-                before = self.result.created + self.result.updated
-                self.process(page.records, lookup)
-                self.result.stock_refreshed += self.result.created + self.result.updated - before
-        mark = _advance(state.watermark, newest, started_at)
-        if mark:
-            self._save_stock_mark(mark)
+        since the stock mark and re-read just the items they name (paged, resumable)."""
+        StockRefresh(self, options, lookup).run(watermark)
 
     # -- state ----------------------------------------------------------------------------
     def _save(self, options: PassOptions, watermark: str | None, checkpoint: Checkpoint | None) -> None:
