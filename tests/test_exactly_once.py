@@ -76,3 +76,73 @@ def test_the_stock_feed_pauses_at_a_page_and_the_next_slice_continues_it(api: Ap
     assert after.checkpoint is None and after.watermark is not None and after.watermark > mark
     stored = _rows(app, "Products", created["id"])
     assert all(stored[i["id"]]["inventory"] == float(sim.company().get("items", i["id"])["inventory"]) for i in items)
+
+
+# -- defect 5: changing where an integration points, or disconnecting it, wins over a run -----------
+def _hold_second_page(api: Api, app: App, sim: BCSimulator, integration_id: str) -> tuple[threading.Thread, dict[str, Any]]:
+    """A sync whose second BC page is slow, in a thread; returns once the first page is stored
+    (its checkpoint saved)."""
+    sim.faults.add(200, delay=2.0, times=1, path_contains="skiptoken")
+    reply: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: reply.update(reply=api.sync(integration_id)))
+    worker.start()
+    _wait_for(lambda: app.states.get(integration_id, "products").checkpoint is not None)
+    return worker, reply
+
+
+def test_a_patch_of_the_company_mid_run_stops_the_run_and_nothing_of_the_old_company_is_saved(api: Api, app: App, sim: BCSimulator) -> None:
+    """The run stops at its next page: no later page of the old company is written, and neither
+    its checkpoint nor its watermark lands in the reset state; the next sync reads the new company."""
+    from devtools.bcsim import DEMO_US_COMPANY_ID
+
+    created = api.create_integration(sim, entities=["products"])
+    worker, reply = _hold_second_page(api, app, sim, created["id"])
+    patched = api.patch(f"integrations/{created['id']}", {"companyId": DEMO_US_COMPANY_ID})
+    assert patched.status == 200, patched.body
+    assert patched.data["syncInProgress"] is False
+    worker.join(60)
+
+    answer = reply["reply"]
+    assert answer.status == 409 and answer.error["code"] == "run_cancelled", answer.body
+    assert len(_rows(app, "Products", created["id"])) == 100, "no page of the old company after the change"
+    state = app.states.get(created["id"], "products")
+    assert state.watermark is None and state.checkpoint is None
+    assert app.states.get(created["id"], "products.stock").watermark is None
+    shown = api.get(f"integrations/{created['id']}").data
+    assert shown["status"] == "never_synced" and shown["lastError"] is None  # the cancel is no failure of the new target
+
+    again = api.sync(created["id"])
+    assert again.status == 200, again.body
+    us_items = {i["id"] for i in sim.company(DEMO_US_COMPANY_ID).records("items")}
+    assert again.data["products"]["created"] == len(us_items)
+    assert us_items <= set(_rows(app, "Products", created["id"]))
+    assert app.states.get(created["id"], "products").watermark is not None
+
+
+def test_a_disconnect_mid_run_stops_the_run_at_its_next_page(api: Api, app: App, sim: BCSimulator) -> None:
+    """DELETE while a run reads: it stops before writing the next page; no watermark is saved."""
+    created = api.create_integration(sim, entities=["products"])
+    worker, reply = _hold_second_page(api, app, sim, created["id"])
+    assert api.delete(f"integrations/{created['id']}").status == 200
+    worker.join(60)
+
+    answer = reply["reply"]
+    assert answer.status == 409 and answer.error["code"] == "integration_disconnected", answer.body
+    assert len(_rows(app, "Products", created["id"])) == 100
+    assert app.states.get(created["id"], "products").watermark is None
+    shown = api.get(f"integrations/{created['id']}").data
+    assert shown["status"] == "disconnected" and shown["syncInProgress"] is False
+
+
+def test_a_patch_of_the_company_cancels_a_queued_run(api: Api, app: App, sim: BCSimulator) -> None:
+    """A run queued for the old company never runs: it ends failed with run_cancelled."""
+    from devtools.bcsim import DEMO_US_COMPANY_ID
+
+    created = api.create_integration(sim, entities=["products"])
+    queued = api.post(f"integrations/{created['id']}/dynamics/sync", {"mode": "full"}, headers={"Prefer": "respond-async"})
+    assert queued.status == 202
+    assert api.patch(f"integrations/{created['id']}", {"companyId": DEMO_US_COMPANY_ID}).data["syncInProgress"] is False
+    drain(app)
+    run = api.get(f"integrations/{created['id']}/sync-runs/{queued.data['runId']}").data
+    assert run["status"] == "failed" and run["error"]["code"] == "run_cancelled"
+    assert _rows(app, "Products", created["id"]) == {}

@@ -141,6 +141,11 @@ def update(request: Request) -> func.HttpResponse:
                 integration.status = "connected" if integration.lastSyncedAt else "never_synced"
                 integration.lastError = None
                 integration.nextSyncAt = to_iso(app.clock.now())
+        if moved:
+            # Runs in flight for the old target stop at their next page and save nothing
+            # (shared/runs/cancel.py); a queued one is cancelled when its slice comes up.
+            integration.configVersion += 1
+            integration.activeRunId = None
         if "syncIntervalMinutes" in fields and integration.nextSyncAt:
             latest = app.clock.now() + timedelta(minutes=integration.syncIntervalMinutes)
             if parse_iso(integration.nextSyncAt) > latest:
@@ -157,8 +162,8 @@ def update(request: Request) -> func.HttpResponse:
     if moved:
         # Another company (or environment): the old watermarks would skip its records.
         for key in ENTITY_TYPES:
-            for state_key in (key, f"{key}.stock"):
-                app.states.save(updated.id, state_key, TypeState())
+            for state_key in (key, f"{key}.stock", f"{key}.since", f"{key}.reconcile"):
+                app.states.save(updated.id, state_key, TypeState(), version=updated.configVersion)
     data = view(app, updated, details=True)
     if webhook_secret:
         data["webhookSecret"] = webhook_secret[-1]
@@ -166,7 +171,9 @@ def update(request: Request) -> func.HttpResponse:
 
 
 def delete(request: Request) -> func.HttpResponse:
-    """Disconnect: credentials erased, schedule stopped; the integration, logs and data stay."""
+    """Disconnect: credentials erased, schedule stopped; the integration, logs and data stay.
+    A run in flight sees the status at its next page and stops there (shared/runs/cancel.py);
+    watermarks stay, so a reconnect to the same company goes on from them."""
     app = request.app
     current = load(request)
     if current.clientSecretEnc:

@@ -73,8 +73,8 @@ def sync(request: Request) -> func.HttpResponse:
 
 
 #: Errors that mean the whole run could not work: the call answers them instead of counts.
-RUN_WIDE = frozenset({"bc_auth_failed", "bc_forbidden", "bc_company_not_found", "bc_unavailable", "integration_disconnected", "internal_error", "configuration_error", "sync_in_progress"})
-STATUS_OF = {"integration_disconnected": 409, "sync_in_progress": 409, "not_found": 404, "company_not_selected": 409}
+RUN_WIDE = frozenset({"run_cancelled", "bc_auth_failed", "bc_forbidden", "bc_company_not_found", "bc_unavailable", "integration_disconnected", "internal_error", "configuration_error", "sync_in_progress"})
+STATUS_OF = {"run_cancelled": 409, "integration_disconnected": 409, "sync_in_progress": 409, "not_found": 404, "company_not_selected": 409}
 
 
 def _raise_failure(run: Run) -> None:

@@ -69,6 +69,7 @@ def start_run(app: App, integration: Integration, request: RunRequest, *, enqueu
             if holder is not None and holder.active:
                 raise RunActive(holder.runId)
         current.activeRunId = run.runId
+        run.configVersion = current.configVersion
 
     try:
         claimed = app.integrations.update(integration.userId, integration.id, claim)

@@ -86,6 +86,8 @@ def _update_integration(app: App, run: Run, *, failed: bool, failure: ServiceErr
         current.lastRun = summary
         if current.status == "disconnected":
             return  # disconnected while the run went on: stays so
+        if failure is not None and failure.code == "run_cancelled":
+            return  # the integration points elsewhere now: this run says nothing about it
         if failed and failure is not None:
             message = failure.message
             if isinstance(failure, BCAuthError) or getattr(failure, "auth", False) or failure.code == "bc_auth_failed":

@@ -69,6 +69,7 @@ class Run:
     slices: int = 0  # slices that have run
     seq: int = 0  # the slice the run expects next: a message with another seq is stale
     bcRequests: int = 0
+    configVersion: int = 0  # the integration's configVersion when the run was claimed
 
     @property
     def active(self) -> bool:

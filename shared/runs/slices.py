@@ -14,6 +14,7 @@ from shared.app import App
 from shared.clock import parse_iso, to_iso
 from shared.entities import ENTITY_TYPES
 from shared.errors import BCError, ConflictError, ServiceError
+from shared.runs.cancel import GuardedClient, RunCancelled, RunStates, guarded
 from shared.runs.dispatch import disconnected_error, enqueue_next
 from shared.runs.finish import finish_run
 from shared.runs.model import FAILED, RUNNING, Run, TypeProgress
@@ -54,8 +55,8 @@ def handle_message(app: App, message: SliceMessage, *, budget_seconds: float | N
 
 def run_slice(app: App, integration: Integration, run: Run, *, budget_seconds: float, requeue_when_busy: bool = False) -> SliceOutcome:
     """Run one slice of `run` (also called inline by a synchronous HTTP sync)."""
-    if integration.status == "disconnected" or integration.activeRunId != run.runId:
-        reason = disconnected_error() if integration.status == "disconnected" else ConflictError("The run was superseded", code="run_cancelled")
+    if integration.status == "disconnected" or integration.activeRunId != run.runId or integration.configVersion != run.configVersion:
+        reason = disconnected_error() if integration.status == "disconnected" else RunCancelled("The run was superseded or the integration now points elsewhere")
         run = finish_run(app, run, integration, fatal=reason)
         return SliceOutcome("finished", run)
     lease = app.leases.acquire(integration.id, run.runId)
@@ -165,7 +166,7 @@ def _sync_types(app: App, integration: Integration, run: Run, pending: list[str]
 
 
 def _fatal(error: ServiceError | None) -> ServiceError | None:
-    if error is not None and (getattr(error, "fatal_for_run", False) or isinstance(error, (LeaseLostError, RunFailure))):
+    if error is not None and (getattr(error, "fatal_for_run", False) or isinstance(error, (LeaseLostError, RunFailure, RunCancelled))):
         return error
     return None
 
@@ -174,9 +175,9 @@ def _sync_type(app: App, integration: Integration, run: Run, key: str, client: A
     base = run.progress[key]
     sync = TypeSync(
         entity=ENTITY_TYPES[key],
-        client=client,
+        client=GuardedClient(client, app, run),  # each page after the first re-checks the target
         store=app.store,
-        states=app.states,
+        states=RunStates(app, run),  # no state saved once the integration points elsewhere
         clock=app.clock,
         user_id=integration.userId,
         integration_id=integration.id,
@@ -188,13 +189,16 @@ def _sync_type(app: App, integration: Integration, run: Run, key: str, client: A
         modified_since=parse_iso(run.modifiedSince) if run.modifiedSince else None,
         lookback=timedelta(minutes=app.settings.lookback_minutes),
         deadline=deadline,
-        keep_alive=lease.renew,
+        keep_alive=guarded(app, run, lease.renew),
         on_page=_ProgressWriter(app, run, key, base).write,
     )
     try:
         return key, sync.run(options), None, False
     except Paused:
         return key, sync.result, None, True
+    except RunCancelled as error:
+        log.info("run %s of integration %s cancelled: %s", run.runId, integration.id, error.message)
+        return key, sync.result, error, False
     except BCError as error:
         log.warning("sync of %s for integration %s failed: %s", key, integration.id, error.message)
         return key, sync.result, error, False

@@ -38,6 +38,8 @@ class Integration:
     lastRun: dict[str, Any] | None = None
     nextSyncAt: str | None = None
     activeRunId: str | None = None  # the queued or running run; a second sync answers 409
+    configVersion: int = 0  # bumped when the integration points elsewhere or disconnects (runs stop)
+    lastReconcileAt: str | None = None  # when the last reconcile run finished (the timer's cue)
     createdAt: str | None = None
     updatedAt: str | None = None
     clientSecretEnc: str | None = None

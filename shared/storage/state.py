@@ -32,10 +32,14 @@ class SyncStateRepository:
     def __init__(self, store: TableStore) -> None:
         self._store = store
 
-    def get(self, integration_id: str, key: str) -> TypeState:
+    def get(self, integration_id: str, key: str, *, version: int | None = None) -> TypeState:
+        """The state; with `version`, a row written under another configuration version (the
+        integration pointed elsewhere then) reads as empty."""
         try:
             entity = self._store.table(TABLE).get_entity(integration_id, key)
         except ResourceNotFoundError:
+            return TypeState()
+        if version is not None and int(entity.get("configVersion") or 0) != version:
             return TypeState()
         raw = entity.get("checkpoint")
         return TypeState(
@@ -43,8 +47,10 @@ class SyncStateRepository:
             checkpoint=Checkpoint(**json.loads(raw)) if raw else None,
         )
 
-    def save(self, integration_id: str, key: str, state: TypeState) -> None:
+    def save(self, integration_id: str, key: str, state: TypeState, *, version: int | None = None) -> None:
         entity: dict[str, Any] = {"PartitionKey": integration_id, "RowKey": key}
+        if version:
+            entity["configVersion"] = version
         if state.watermark:
             entity["watermark"] = state.watermark
         if state.checkpoint:
