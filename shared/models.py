@@ -173,7 +173,7 @@ class SyncBody(BaseModel):
 
     modifiedSince: str | None = None
     entities: list[str] | None = None
-    mode: Literal["full", "delta"] | None = None
+    mode: Literal["full", "delta", "reconcile"] | None = None
 
     @field_validator("modifiedSince")
     @classmethod

@@ -146,3 +146,132 @@ def test_a_patch_of_the_company_cancels_a_queued_run(api: Api, app: App, sim: BC
     run = api.get(f"integrations/{created['id']}/sync-runs/{queued.data['runId']}").data
     assert run["status"] == "failed" and run["error"]["code"] == "run_cancelled"
     assert _rows(app, "Products", created["id"]) == {}
+
+
+# -- delete detection: reconcile ------------------------------------------------------------------
+def _flagged(rows: dict[str, dict[str, Any]]) -> set[str]:
+    return {k for k, r in rows.items() if r.get("deletedInBC")}
+
+
+def test_reconcile_flags_what_bc_no_longer_has_and_deletes_nothing(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
+    """Deleted in BC: the first and last ids (the ranges before the first and after the last BC
+    id), ids on several pages, and an order (its lines untouched) are flagged with deletedAt;
+    every record stays; the response and the log count them; a second reconcile flags nothing new."""
+    created = api.create_integration(sim, entities=["suppliers", "products", "salesOrders"])
+    assert api.sync(created["id"]).status == 200
+    company = sim.company()
+    vendors = sorted(v["id"] for v in company.records("vendors"))
+    items = sorted(i["id"] for i in company.records("items"))
+    order = company.records("salesOrders")[3]["id"]
+    gone_vendors = {vendors[0], vendors[-1], vendors[20]}
+    gone_items = {items[0], items[99], items[100], items[150], items[-1]}
+    for vendor in gone_vendors:
+        company.delete("vendors", vendor)
+    for item in gone_items:
+        company.delete("items", item)
+    lines_before = {k for k, r in _rows(app, "SalesOrderLines", created["id"]).items() if r["orderExternalId"] == order}
+    company.delete("salesOrders", order)
+    clock.advance(1)  # log entries of this run sort after the first sync's
+
+    reply = api.sync(created["id"], {"mode": "reconcile"})
+    assert reply.status == 200, reply.body
+    assert reply.data["suppliers"]["deleted"] == 3 and reply.data["products"]["deleted"] == 5
+    assert reply.data["salesOrders"]["deleted"] == 1
+    assert all(reply.data[k]["created"] == reply.data[k]["updated"] == 0 for k in reply.data)
+    suppliers, products = _rows(app, "Suppliers", created["id"]), _rows(app, "Products", created["id"])
+    assert len(suppliers) == 45 and len(products) == 230, "nothing is ever deleted"
+    assert _flagged(suppliers) == gone_vendors and _flagged(products) == gone_items
+    assert all(suppliers[v]["deletedAt"] for v in gone_vendors)
+    assert _flagged(_rows(app, "SalesOrders", created["id"])) == {order}
+    lines = _rows(app, "SalesOrderLines", created["id"])
+    assert lines_before and lines_before <= set(lines) and not _flagged(lines)
+    items_read = [r for r in _calls(sim, "items") if r.query.get("$select") == "id"]
+    assert items_read and all(r.query.get("$orderby") == "id" for r in items_read)
+    log = api.get(f"integrations/{created['id']}/sync-logs", params={"entityType": "SUPPLIER", "top": 1}).data[0]
+    assert log["metadata"]["deleted"] == 3 and log["metadata"]["mode"] == "reconcile"
+
+    again = api.sync(created["id"], {"mode": "reconcile"})
+    assert again.data["suppliers"].get("deleted", 0) == 0 and again.data["products"].get("deleted", 0) == 0
+    assert _flagged(_rows(app, "Suppliers", created["id"])) == gone_vendors
+
+
+def test_a_record_that_comes_back_loses_its_flag(api: Api, app: App, sim: BCSimulator) -> None:
+    """Back in BC unchanged: the next reconcile clears the flag. Back and changed: the delta
+    rewrites it, flag gone."""
+    created = api.create_integration(sim, entities=["suppliers"])
+    assert api.sync(created["id"]).status == 200
+    company = sim.company()
+    first, second = company.records("vendors")[5], company.records("vendors")[6]
+    for vendor in (first, second):
+        company.delete("vendors", vendor["id"])
+    assert api.sync(created["id"], {"mode": "reconcile"}).data["suppliers"]["deleted"] == 2
+    assert _flagged(_rows(app, "Suppliers", created["id"])) == {first["id"], second["id"]}
+
+    company.sets["vendors"].put(company.sets["vendors"].gone[first["id"]])  # restored as it was
+    back = api.sync(created["id"], {"mode": "reconcile"})
+    assert back.data["suppliers"]["restored"] == 1 and back.data["suppliers"].get("deleted", 0) == 0
+    row = _rows(app, "Suppliers", created["id"])[first["id"]]
+    assert "deletedInBC" not in row and "deletedAt" not in row and row["name"] == first["displayName"]
+
+    company.sets["vendors"].put(company.sets["vendors"].gone[second["id"]])
+    company.update("vendors", second["id"], displayName="Back again")
+    delta = api.sync(created["id"], {"mode": "delta"})
+    assert delta.data["suppliers"]["updated"] == 1
+    row = _rows(app, "Suppliers", created["id"])[second["id"]]
+    assert not row.get("deletedInBC") and row["name"] == "Back again"
+
+
+def test_a_paused_reconcile_continues_from_its_checkpoint(api: Api, app: App, sim: BCSimulator) -> None:
+    """A reconcile slice out of time stops after a page (checkpoint under products.reconcile);
+    the continuation finishes it with every deleted item flagged exactly once."""
+    created = api.create_integration(sim, entities=["products"])
+    assert api.sync(created["id"]).status == 200
+    items = sorted(i["id"] for i in sim.company().records("items"))
+    gone = {items[10], items[120], items[229]}
+    for item in gone:
+        sim.company().delete("items", item)
+    started = start_run(app, _stored(app, created["id"]), RunRequest(mode="reconcile"), enqueue=False)
+    outcome = run_slice(app, started.integration, started.run, budget_seconds=0)
+    assert outcome.state == "continued" and outcome.run.progress["products"].deleted == 1
+    checkpoint = app.states.get(created["id"], "products.reconcile").checkpoint
+    assert checkpoint is not None and "$skiptoken" in checkpoint.next_link
+    assert [o.state for o in drain(app)] == ["finished"]
+    run = app.runs.get(created["id"], started.run.runId)
+    assert run is not None and run.status == "succeeded" and run.slices == 2
+    assert run.progress["products"].deleted == 3
+    assert _flagged(_rows(app, "Products", created["id"])) == gone
+    assert app.states.get(created["id"], "products.reconcile").checkpoint is None
+
+
+def test_reconcile_is_a_mode_of_the_sync_call_only(api: Api, app: App, sim: BCSimulator) -> None:
+    created = api.create_integration(sim, entities=["suppliers"])
+    bad = api.sync(created["id"], {"mode": "reconcile", "modifiedSince": "2024-01-01T00:00:00Z"})
+    assert bad.status == 400 and bad.error["code"] == "validation_error"
+    assert api.sync(created["id"], {"mode": "erase"}).status == 400
+
+
+def test_the_timer_reconciles_each_integration_once_an_interval(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
+    """Deltas on every tick; once RECONCILE_INTERVAL_HOURS (24) have passed a reconcile run is
+    queued instead, flags the deleted record and sets lastReconcileAt; then deltas again."""
+    from tests.support import tick
+
+    created = api.create_integration(sim, entities=["suppliers"])
+    assert created["id"] in tick(app)["synced"]
+    vendor = sim.company().records("vendors")[4]["id"]
+    sim.company().delete("vendors", vendor)
+    clock.advance(3600 + 1)
+    assert created["id"] in tick(app)["synced"]
+    assert app.runs.get(created["id"], _stored(app, created["id"]).lastRun["runId"]).mode == "delta"  # type: ignore[index, union-attr]
+    assert not _flagged(_rows(app, "Suppliers", created["id"]))
+
+    clock.advance(24 * 3600)
+    assert created["id"] in tick(app)["synced"]
+    integration = _stored(app, created["id"])
+    assert integration.lastRun is not None and integration.lastRun["mode"] == "reconcile"
+    assert integration.lastReconcileAt is not None
+    assert _flagged(_rows(app, "Suppliers", created["id"])) == {vendor}
+    assert integration.lastRun["counts"]["suppliers"]["deleted"] == 1
+
+    clock.advance(3600 + 1)
+    assert created["id"] in tick(app)["synced"]
+    assert _stored(app, created["id"]).lastRun["mode"] == "delta"  # type: ignore[index]

@@ -84,6 +84,8 @@ def _update_integration(app: App, run: Run, *, failed: bool, failure: ServiceErr
         if current.activeRunId == run.runId:
             current.activeRunId = None
         current.lastRun = summary
+        if run.mode == "reconcile":
+            current.lastReconcileAt = to_iso(now)  # the timer's next reconcile counts from here
         if current.status == "disconnected":
             return  # disconnected while the run went on: stays so
         if failure is not None and failure.code == "run_cancelled":
@@ -98,7 +100,8 @@ def _update_integration(app: App, run: Run, *, failed: bool, failure: ServiceErr
             current.lastError = {"code": failure.code, "message": message, "at": to_iso(now)}
         else:
             current.status = "connected"
-            current.lastSyncedAt = to_iso(now)
+            if run.mode != "reconcile":  # a reconcile reads no data: the data is as fresh as before
+                current.lastSyncedAt = to_iso(now)
             current.lastError = None
         current.nextSyncAt = to_iso(now + timedelta(minutes=current.syncIntervalMinutes))
 
@@ -126,6 +129,8 @@ def _log(app: App, run: Run, key: str, progress: TypeProgress, now: Any) -> None
         metadata["stockRefreshed"] = progress.stockRefreshed
     if progress.deleted:
         metadata["deleted"] = progress.deleted
+    if progress.restored:
+        metadata["restored"] = progress.restored
     if progress.resumed:
         metadata["resumed"] = True
     if run.slices > 1:

@@ -24,7 +24,8 @@ class TypeProgress:
     linesWritten: int = 0
     linesDeleted: int = 0
     stockRefreshed: int = 0
-    deleted: int = 0
+    deleted: int = 0  # reconcile: records newly flagged deletedInBC
+    restored: int = 0  # reconcile: flags removed because BC has the record again
     resumed: bool = False
     error: dict[str, Any] | None = None
     errorRecords: list[dict[str, Any]] = field(default_factory=list)
@@ -43,6 +44,8 @@ class TypeProgress:
             data["stockRefreshed"] = self.stockRefreshed
         if self.deleted:
             data["deleted"] = self.deleted
+        if self.restored:
+            data["restored"] = self.restored
         if self.error:
             data["error"] = self.error
         if not self.done:

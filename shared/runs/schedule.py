@@ -45,7 +45,14 @@ def dispatch_due(app: App, *, limit: int = MAX_DISPATCH_PER_TICK) -> dict[str, A
 
 
 def _mode(app: App, integration: Any) -> str:
-    """A delta, or a reconcile when RECONCILE_INTERVAL_HOURS have passed since the last one."""
+    """A delta, or a reconcile when RECONCILE_INTERVAL_HOURS have passed since the last one
+    (or since the integration was created; never before its first sync: nothing is stored)."""
+    hours = app.settings.reconcile_interval_hours
+    if not hours or not integration.lastSyncedAt:
+        return "delta"
+    last = integration.lastReconcileAt or integration.createdAt
+    if last is None or app.clock.now() - parse_iso(last) >= timedelta(hours=hours):
+        return "reconcile"
     return "delta"
 
 

@@ -22,6 +22,7 @@ from shared.runs.queue import SliceMessage
 from shared.storage.integrations import Integration
 from shared.storage.leases import Lease, LeaseLost
 from shared.sync.engine import PassOptions, Paused, TypeResult, TypeSync
+from shared.sync.reconcile import ReconcilePass
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_SECONDS = 1.0
@@ -173,19 +174,22 @@ def _fatal(error: ServiceError | None) -> ServiceError | None:
 
 def _sync_type(app: App, integration: Integration, run: Run, key: str, client: Any, deadline: float, lease: "_LeaseGuard") -> tuple[str, TypeResult, ServiceError | None, bool]:
     base = run.progress[key]
-    sync = TypeSync(
+    common: dict[str, Any] = dict(
         entity=ENTITY_TYPES[key],
         client=GuardedClient(client, app, run),  # each page after the first re-checks the target
         store=app.store,
         states=RunStates(app, run),  # no state saved once the integration points elsewhere
         clock=app.clock,
-        user_id=integration.userId,
         integration_id=integration.id,
         run_id=run.runId,
-        custom_fields=(integration.fieldMappings or {}).get(key),
     )
+    sync: Any
+    if run.mode == "reconcile":  # ids only, flags what BC no longer has (shared/sync/reconcile.py)
+        sync = ReconcilePass(**common)
+    else:
+        sync = TypeSync(**common, user_id=integration.userId, custom_fields=(integration.fieldMappings or {}).get(key))
     options = PassOptions(
-        mode=run.mode,
+        mode="full" if run.mode == "reconcile" else run.mode,
         modified_since=parse_iso(run.modifiedSince) if run.modifiedSince else None,
         lookback=timedelta(minutes=app.settings.lookback_minutes),
         deadline=deadline,
@@ -223,6 +227,7 @@ def _merged(base: TypeProgress, result: TypeResult) -> TypeProgress:
     merged.linesDeleted += result.lines_deleted
     merged.stockRefreshed += result.stock_refreshed
     merged.deleted += getattr(result, "deleted", 0)
+    merged.restored += getattr(result, "restored", 0)
     merged.resumed = merged.resumed or result.resumed
     room = max(0, 20 - len(merged.errorRecords))
     merged.errorRecords = merged.errorRecords + result.error_records[:room]
