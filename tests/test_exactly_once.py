@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from datetime import timedelta
+from typing import Any, Callable, Iterator
 
+import pytest
+
+from devtools.azurite import AzuriteServer
 from devtools.bcsim import BCSimulator
+from devtools.storagefaults import StorageFaultProxy
 from shared.app import App
-from shared.keys import record_partition
+from shared.clock import parse_iso
 from shared.runs.dispatch import RunRequest, start_run
 from shared.runs.slices import run_slice
 from shared.storage.integrations import Integration
@@ -275,3 +280,70 @@ def test_the_timer_reconciles_each_integration_once_an_interval(api: Api, app: A
     clock.advance(3600 + 1)
     assert created["id"] in tick(app)["synced"]
     assert _stored(app, created["id"]).lastRun["mode"] == "delta"  # type: ignore[index]
+
+
+# -- storage faults at the process boundary ------------------------------------------------------
+@pytest.fixture
+def storage(env: dict[str, str], azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[StorageFaultProxy]:
+    """Table Storage through a proxy that refuses chosen writes (ask for it before `app`)."""
+    with StorageFaultProxy(azurite.connection_string) as proxy:
+        monkeypatch.setenv("TABLES_CONNECTION_STRING", proxy.connection_string)
+        yield proxy
+
+
+# -- defect 1: the watermark never passes a record that failed to store ----------------------------
+def test_a_record_that_failed_to_store_is_read_again_by_the_next_delta(storage: StorageFaultProxy, api: Api, app: App, sim: BCSimulator) -> None:
+    """Three vendors changed an hour apart; the middle one's write is refused. The watermark stays
+    just below it, so the next delta (the fault gone) stores it, although the newest change
+    is hours later than the look-back window reaches."""
+    assert app.settings.tables_connection_string == storage.connection_string
+    created = api.create_integration(sim, entities=["suppliers"])
+    assert api.sync(created["id"]).status == 200
+    base = parse_iso(app.states.get(created["id"], "suppliers").watermark or "")
+    vendors = sim.company().records("vendors")[:3]
+    for hours, vendor in enumerate(vendors, start=1):
+        sim.company().update("vendors", vendor["id"], displayName=f"Changed {hours}", modified_at=base + timedelta(hours=hours))
+    storage.refuse("Suppliers", vendors[1]["id"])
+
+    first = api.sync(created["id"], {"mode": "delta"})
+    assert (first.data["suppliers"]["updated"], first.data["suppliers"]["errors"]) == (2, 1)
+    assert storage.refused
+    watermark = parse_iso(app.states.get(created["id"], "suppliers").watermark or "")
+    assert watermark < base + timedelta(hours=2), "the watermark may not pass the refused record"
+    assert _rows(app, "Suppliers", created["id"])[vendors[1]["id"]]["name"] != "Changed 2"
+
+    storage.clear()
+    second = api.sync(created["id"], {"mode": "delta"})
+    assert second.data["suppliers"]["updated"] == 1 and second.data["suppliers"]["errors"] == 0
+    assert _rows(app, "Suppliers", created["id"])[vendors[1]["id"]]["name"] == "Changed 2"
+    assert parse_iso(app.states.get(created["id"], "suppliers").watermark or "") >= base + timedelta(hours=3)
+
+
+# -- defect 8: a failed line write or delete withdraws its order's write ----------------------------
+def test_a_failed_line_write_or_delete_leaves_the_order_for_the_next_run(storage: StorageFaultProxy, api: Api, app: App, sim: BCSimulator) -> None:
+    """A changed line whose write is refused, and a removed line whose delete is refused: each
+    order counts as an error and keeps its old hash, so the next delta redoes it; no orphan
+    line is left behind."""
+    created = api.create_integration(sim, entities=["salesOrders"])
+    assert api.sync(created["id"]).status == 200
+    company = sim.company()
+    orders = [o for o in company.records("salesOrders") if len(company.lines(o["id"])) >= 2][:2]
+    changed_line = company.lines(orders[0]["id"])[0]
+    removed_line = company.lines(orders[1]["id"])[0]
+    company.update_order_line(orders[0]["id"], changed_line["id"], quantity=77)
+    company.remove_order_line(orders[1]["id"], removed_line["id"])
+    storage.refuse("SalesOrderLines", changed_line["id"])
+    storage.refuse("SalesOrderLines", removed_line["id"])
+
+    first = api.sync(created["id"], {"mode": "delta"})
+    assert (first.data["salesOrders"]["updated"], first.data["salesOrders"]["errors"]) == (0, 2), first.data
+    lines = _rows(app, "SalesOrderLines", created["id"])
+    assert removed_line["id"] in lines and lines[changed_line["id"]]["quantity"] != 77
+    log = api.get(f"integrations/{created['id']}/sync-logs", params={"entityType": "SALES_ORDER", "top": 1}).data[0]
+    assert {e["externalId"] for e in log["metadata"]["errors"]} == {orders[0]["id"], orders[1]["id"]}
+
+    storage.clear()
+    second = api.sync(created["id"], {"mode": "delta"})
+    assert (second.data["salesOrders"]["updated"], second.data["salesOrders"]["errors"]) == (2, 0)
+    lines = _rows(app, "SalesOrderLines", created["id"])
+    assert removed_line["id"] not in lines and lines[changed_line["id"]]["quantity"] == 77

@@ -303,6 +303,28 @@ class CompanyStore:
             self._reprice_order(order_id, modified_at)
             return dict(line)
 
+    def add_order_lines(self, order_id: str, item_id: str, count: int, quantity: float = 1,
+                        *, modified_at: datetime | str | None = None) -> list[str]:
+        """Add `count` lines at once (one reprice; an order with thousands of lines in O(n))."""
+        with self._lock:
+            order, item = self.sets["salesOrders"].rows[order_id], self.sets["items"].rows[item_id]
+            seq = max((ln["sequence"] for ln in self.lines(order_id)), default=0)
+            ids = []
+            for n in range(count):
+                line = self.factory.order_line(order, seq + 10000 * (n + 1), item, quantity, item["unitPrice"])
+                ids.append(self._store("salesOrderLines", price_line(line))["id"])
+            self._reprice_order(order_id, modified_at)
+            return ids
+
+    def remove_order_lines(self, order_id: str, line_ids: list[str], *,
+                           modified_at: datetime | str | None = None) -> None:
+        """Remove several lines at once (one reprice)."""
+        with self._lock:
+            for line_id in line_ids:
+                self.lines_by_order.get(order_id, set()).remove(line_id)
+                self.sets["salesOrderLines"].remove(line_id)
+            self._reprice_order(order_id, modified_at)
+
     def update_order_line(self, order_id: str, line_id: str, *, modified_at: datetime | str | None = None,
                           **fields: Any) -> dict[str, Any]:
         with self._lock:
