@@ -347,3 +347,114 @@ def test_a_failed_line_write_or_delete_leaves_the_order_for_the_next_run(storage
     assert (second.data["salesOrders"]["updated"], second.data["salesOrders"]["errors"]) == (2, 0)
     lines = _rows(app, "SalesOrderLines", created["id"])
     assert removed_line["id"] not in lines and lines[changed_line["id"]]["quantity"] == 77
+
+
+# -- defect 2: the stock mark of a resumed full pass is the pass's start ---------------------------
+def test_a_resumed_full_pass_keeps_its_start_as_the_stock_mark(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
+    """Stock posted to an item of the first page, after that page was read and before the pass
+    resumed an hour later, reaches the platform with the next delta."""
+    created = api.create_integration(sim, entities=["products"])
+    started = start_run(app, _stored(app, created["id"]), RunRequest(mode="full"), enqueue=False)
+    assert run_slice(app, started.integration, started.run, budget_seconds=0).state == "continued"
+    checkpoint = app.states.get(created["id"], "products").checkpoint
+    assert checkpoint is not None
+    first_item = sorted(i["id"] for i in sim.company().records("items"))[0]
+    sim.company().post_stock(first_item, 11)
+    clock.advance(3600)
+    assert [o.state for o in drain(app)] == ["finished"]
+    assert app.states.get(created["id"], "products.stock").watermark == checkpoint.started_at
+
+    delta = api.sync(created["id"], {"mode": "delta"})
+    assert delta.data["products"]["stockRefreshed"] == 1
+    stored = _rows(app, "Products", created["id"])[first_item]
+    assert stored["inventory"] == float(sim.company().get("items", first_item)["inventory"])
+
+
+# -- defect 4: orders with thousands of lines ----------------------------------------------------
+def test_an_order_with_5000_lines_syncs_and_removed_lines_go(api: Api, app: App, sim: BCSimulator) -> None:
+    """5,000 lines are 5,000 rows `{order}|{line}` in the order's partition (no list of line ids
+    on the order, which would pass 64 KiB); 1,200 lines removed in BC are removed by the delta."""
+    company = sim.company()
+    order = company.records("salesOrders")[0]["id"]
+    item = next(i for i in company.records("items") if i["type"] != "Service")["id"]
+    company.add_order_lines(order, item, 5000 - len(company.lines(order)))
+    assert len(company.lines(order)) == 5000
+    created = api.create_integration(sim, entities=["salesOrders"])
+    first = api.sync(created["id"])
+    assert first.status == 200 and first.data["salesOrders"]["errors"] == 0, first.body
+    stored = _rows(app, "SalesOrders", created["id"])[order]
+    assert "lineIds" not in stored
+    partition = stored["PartitionKey"]
+    mine = [r for r in _rows(app, "SalesOrderLines", created["id"]).values() if r["orderExternalId"] == order]
+    assert len(mine) == 5000 and all(r["PartitionKey"] == partition and "|" in r["RowKey"] for r in mine)
+
+    removed = [ln["id"] for ln in company.lines(order)[1000:2200]]
+    company.remove_order_lines(order, removed)
+    delta = api.sync(created["id"], {"mode": "delta"})
+    assert delta.data["salesOrders"]["updated"] == 1 and delta.data["salesOrders"]["linesDeleted"] == 1200
+    left = {k for k, r in _rows(app, "SalesOrderLines", created["id"]).items() if r["orderExternalId"] == order}
+    assert left == {ln["id"] for ln in company.lines(order)} and len(left) == 3800
+
+
+# -- defect 6: platformModifiedAt as a date-time or as ISO text ------------------------------------
+def test_platform_edits_are_conflicts_whether_stored_as_date_time_or_text(api: Api, app: App, sim: BCSimulator) -> None:
+    """A platform that stores platformModifiedAt as a date-time, or as ISO text, after the last
+    sync: the next change from BC is written as a conflict; unreadable text is no edit."""
+    from datetime import datetime, timezone
+
+    created = api.create_integration(sim, entities=["suppliers"])
+    assert api.sync(created["id"]).status == 200
+    vendors = sim.company().records("vendors")[:3]
+    rows = _rows(app, "Suppliers", created["id"])
+    later = datetime.now(timezone.utc) + timedelta(days=1)
+    marks: list[Any] = [later, later.isoformat(), "not a date"]
+    client = app.store.table("Suppliers")
+    for vendor, mark in zip(vendors, marks):
+        row = rows[vendor["id"]]
+        client.upsert_entity({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "platformModifiedAt": mark}, mode="merge")
+        sim.company().update("vendors", vendor["id"], displayName=f"BC edit {vendor['number']}")
+    first = rows[vendors[0]["id"]]
+    assert isinstance(client.get_entity(first["PartitionKey"], first["RowKey"])["platformModifiedAt"], datetime)
+
+    reply = api.sync(created["id"], {"mode": "delta"})
+    assert reply.status == 200 and reply.data["suppliers"]["errors"] == 0, reply.body
+    after = _rows(app, "Suppliers", created["id"])
+    assert [after[v["id"]]["syncStatus"] for v in vendors] == ["conflict", "conflict", "synced"]
+
+
+# -- defect 7: error lists are bounded, counts exact ------------------------------------------------
+def test_thousands_of_failing_records_keep_20_with_data_and_count_the_rest(api: Api, app: App, sim: BCSimulator) -> None:
+    """45 suppliers that fail mapping: errors 45; the run and the log keep the first 20 with their
+    data, and the log says how many it left out."""
+    created = api.create_integration(sim, entities=["suppliers"])
+    for vendor in sim.company().records("vendors"):
+        sim.company().update("vendors", vendor["id"], displayName="")
+    reply = api.sync(created["id"])
+    assert reply.data["suppliers"]["errors"] == 45 and reply.data["suppliers"]["status"] == "PARTIAL"
+    run = app.runs.get(created["id"], reply.headers["X-Sync-Run-Id"])
+    assert run is not None and len(run.progress["suppliers"].errorRecords) == 20
+    log = api.get(f"integrations/{created['id']}/sync-logs", params={"entityType": "SUPPLIER"}).data[0]
+    assert log["metadata"]["errorCount"] == 45 and len(log["metadata"]["errors"]) == 20
+    assert log["metadata"]["errorsOmitted"] == 25
+    assert all(e["data"] is not None and e["externalId"] for e in log["metadata"]["errors"])
+
+
+# -- defect 9: a paused modifiedSince run continues from its own checkpoint -------------------------
+def test_a_paused_modified_since_run_continues_from_its_own_checkpoint(api: Api, app: App, sim: BCSimulator) -> None:
+    """A modifiedSince run out of time saves its checkpoint under `products.since` (never the
+    watermark); its continuation starts at that nextLink and reads the rest exactly once."""
+    created = api.create_integration(sim, entities=["products"])
+    assert api.sync(created["id"]).status == 200
+    watermark = app.states.get(created["id"], "products").watermark
+    started = start_run(app, _stored(app, created["id"]), RunRequest(mode="since", modified_since=parse_iso("2000-01-01T00:00:00Z")), enqueue=False)
+    assert run_slice(app, started.integration, started.run, budget_seconds=0).state == "continued"
+    checkpoint = app.states.get(created["id"], "products.since").checkpoint
+    assert checkpoint is not None and checkpoint.run_id == started.run.runId and "$skiptoken" in checkpoint.next_link
+    assert app.states.get(created["id"], "products").watermark == watermark
+    sim.clear_requests()
+    assert [o.state for o in drain(app)] == ["finished"]
+    assert "$skiptoken" in _calls(sim, "items")[0].query
+    run = app.runs.get(created["id"], started.run.runId)
+    assert run is not None and run.progress["products"].read == 230 and run.progress["products"].unchanged == 230
+    assert app.states.get(created["id"], "products").watermark == watermark
+    assert app.states.get(created["id"], "products.since").checkpoint is None
