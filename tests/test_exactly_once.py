@@ -459,3 +459,15 @@ def test_a_paused_modified_since_run_continues_from_its_own_checkpoint(api: Api,
     assert run is not None and run.progress["products"].read == 230 and run.progress["products"].unchanged == 230
     assert app.states.get(created["id"], "products").watermark == watermark
     assert app.states.get(created["id"], "products.since").checkpoint is None
+
+
+def test_reconcile_refuses_ids_out_of_key_order_and_flags_nothing(api: Api, app: App, sim: BCSimulator) -> None:
+    """Should BC ever sort ids unlike Table Storage sorts keys, the merge could not tell what is
+    missing: the type fails with bc_ids_unordered and no record is flagged."""
+    created = api.create_integration(sim, entities=["suppliers"])
+    assert api.sync(created["id"]).status == 200
+    ids = sorted(v["id"] for v in sim.company().records("vendors"))
+    sim.faults.add(200, path_contains="$select=id", body={"value": [{"id": ids[-1]}, {"id": ids[0]}]})
+    reply = api.sync(created["id"], {"mode": "reconcile"})
+    assert reply.status == 502 and reply.error["code"] == "bc_ids_unordered", reply.body
+    assert not _flagged(_rows(app, "Suppliers", created["id"]))
