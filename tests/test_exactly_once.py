@@ -471,3 +471,20 @@ def test_reconcile_refuses_ids_out_of_key_order_and_flags_nothing(api: Api, app:
     reply = api.sync(created["id"], {"mode": "reconcile"})
     assert reply.status == 502 and reply.error["code"] == "bc_ids_unordered", reply.body
     assert not _flagged(_rows(app, "Suppliers", created["id"]))
+
+
+def test_reconcile_sweeps_batches_of_pages_exactly(api: Api, app: App, sim: BCSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sweeps over several BC pages at once (here 2 pages of 100 per sweep): ids at every page
+    and sweep boundary, deleted in BC, are flagged; no other record is."""
+    from shared.sync import reconcile
+
+    monkeypatch.setattr(reconcile, "SWEEP_KEYS", 150)
+    created = api.create_integration(sim, entities=["products"])
+    assert api.sync(created["id"]).status == 200
+    items = sorted(i["id"] for i in sim.company().records("items"))
+    gone = {items[i] for i in (0, 99, 100, 101, 198, 199, 200, 201, 228, 229)}
+    for item in gone:
+        sim.company().delete("items", item)
+    reply = api.sync(created["id"], {"mode": "reconcile"})
+    assert reply.data["products"]["deleted"] == len(gone)
+    assert _flagged(_rows(app, "Products", created["id"])) == gone

@@ -1,9 +1,9 @@
 """Delete detection (design.md §11, issue 8): a reconcile pass flags stored records BC no
 longer has with `deletedInBC: true` and `deletedAt`, and never deletes anything.
 
-Memory stays bounded by one BC page: BC's ids are read with `$select=id&$orderby=id`, page by
-page, and merged with the stored side in the same key order. For each BC page the key range
-(previous page's last key, this page's last key] is swept in every partition of the
+Memory stays bounded: BC's ids are read with `$select=id&$orderby=id`, page by page, and merged
+with the stored side in the same key order. For each batch of about SWEEP_KEYS ids (whole BC
+pages) the key range (previous batch's last key, this batch's last key] is swept in every partition of the
 integration (records are spread over 16 partitions by hash; Table Storage returns each in
 RowKey order) with one projected range query each: a stored row in that range that the page
 did not name is gone from BC. The first page's range starts at the beginning, the last one's
@@ -14,7 +14,8 @@ a delta that reads it rewrites it whole, which clears the flag as well (engine `
 Sales order lines are not reconciled: they live in their own table and belong to their order.
 
 The pass saves a checkpoint (BC's nextLink and the last key swept) under `<type>.reconcile`
-after every page, renews the lease, and pauses at the deadline like any pass."""
+after every sweep, renews the lease after every page, and at the deadline sweeps what it has
+read and pauses like any pass."""
 from __future__ import annotations
 
 import logging
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 RECONCILE_SUFFIX = ".reconcile"
 FLUSH_EVERY = 500  # flags written in batches while a partition's range is swept
+SWEEP_KEYS = 5000  # BC ids gathered (over pages) per sweep: fewer range queries, memory still bounded
 
 
 class UnorderedIds(BCError):
@@ -86,19 +88,25 @@ class ReconcilePass:
         pages = self.client.pages(
             self.entity.entity_set, select=["id"], orderby="id", start_url=checkpoint.next_link if checkpoint else None
         )
+        batch: list[str] = []  # BC keys read but not yet swept (at most ~SWEEP_KEYS + a page)
         for page in prefetch(pages):
             keys = self._keys(page.records)
-            if keys and cursor is not None and keys[0] <= cursor:
+            previous = batch[-1] if batch else cursor
+            if keys and previous is not None and keys[0] <= previous:
                 raise UnorderedIds(f"{self.entity.key}: BC returned ids out of key order; nothing more was flagged")
-            if keys or not page.next_link:
-                high = keys[-1] if page.next_link else None
-                self._sweep(cursor, high, set(keys))
-                cursor = high
-            if page.next_link:
-                self.states.save(self.integration_id, self.key, TypeState(state.watermark, Checkpoint(self.run_id, None, page.next_link, started_at, cursor)))
+            batch.extend(keys)
+            last = not page.next_link
+            out_of_time = options.deadline is not None and self.clock.monotonic() >= options.deadline
+            if last or out_of_time or len(batch) >= SWEEP_KEYS:
+                if batch or last:
+                    high = None if last else batch[-1]
+                    self._sweep(cursor, high, set(batch))
+                    cursor, batch = high, []
+                if page.next_link:  # only at a sweep boundary: every key <= cursor is done
+                    self.states.save(self.integration_id, self.key, TypeState(state.watermark, Checkpoint(self.run_id, None, page.next_link, started_at, cursor)))
             options.keep_alive()
             options.on_page(self.result)
-            if page.next_link and options.deadline is not None and self.clock.monotonic() >= options.deadline:
+            if page.next_link and out_of_time:
                 raise Paused(f"{self.entity.key}: time budget reached, the reconcile continues from its checkpoint")
         self.states.save(self.integration_id, self.key, TypeState(started_at, None))  # watermark = last complete reconcile
         return self.result
