@@ -85,6 +85,7 @@ class Grants:
     decline_all: bool = False
     rotation_grace_seconds: float = 0.0
     refreshes: int = 0  # refresh_token grants answered with tokens
+    verifiers: list[str] = field(default_factory=list)  # PKCE verifiers redeemed (tests look for leaks)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _signing_key: rsa.RSAPrivateKey | None = None  # made on first use: most simulators never sign
     kid: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
@@ -188,6 +189,7 @@ class Grants:
             if form.get("redirect_uri") != code.redirect_uri:
                 return aad_error(400, "invalid_grant", 50148, "The redirect_uri does not match the one of the authorization request.")
             verifier = form.get("code_verifier", "")
+            self.verifiers.append(verifier)
             if not verifier or b64url(hashlib.sha256(verifier.encode("ascii")).digest()) != code.challenge:
                 return aad_error(400, "invalid_grant", 501481, "The Code_Verifier does not match the code_challenge supplied in the authorization request.")
             return 200, self._tokens(code.tenant_id, client.client_id, code.user, code.scopes, code.nonce, issuer, str(uuid.uuid4()))

@@ -111,6 +111,11 @@ class DelegatedTokenProvider:
         with self._lock:
             self._app = self._cache = self._stored = None
 
+    def load(self) -> None:
+        """Read the stored sign-in now (token() does it on first use); BCAuthError without one."""
+        with self._lock:
+            self._load()
+
     # -- internals ----------------------------------------------------------------------------
     def _remedy(self) -> str:
         return sign_in_remedy(self._integration_id)
