@@ -3,6 +3,7 @@ simulator's Entra ID (httpx, no redirects followed) and brings the answer to the
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -46,9 +47,18 @@ def create_delegated(api: Api, **overrides: Any) -> dict[str, Any]:
 
 
 def open_in_browser(sim: BCSimulator, url: str, **extra: str) -> httpx.Response:
-    """GET the authorization URL the way a browser would (extra query parameters appended)."""
-    with httpx.Client(verify=ssl.create_default_context(cafile=sim.ca_path), timeout=10) as client:
-        return client.get(url, params=extra or None, follow_redirects=False)
+    """GET the authorization URL the way a browser would (extra query parameters appended). The
+    browser is not the service: its own httpx logging is muted, so log-leak tests see only ours."""
+    loggers = [logging.getLogger(name) for name in ("httpx", "httpcore")]
+    before = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with httpx.Client(verify=ssl.create_default_context(cafile=sim.ca_path), timeout=10) as client:
+            return client.get(url, params=extra or None, follow_redirects=False)
+    finally:
+        for lg, was in zip(loggers, before):
+            lg.setLevel(was)
 
 
 def to_callback(api: Api, location: str, *, accept: str | None = None) -> CallbackReply:

@@ -275,8 +275,13 @@ def test_two_instances_refreshing_at_once_keep_a_live_token(api: Api, app: App, 
     assert api.sync(shown["id"]).status == 200  # a third instance continues from what was stored
 
 
-def test_a_revoked_sign_in_answers_bc_auth_failed_and_asks_to_sign_in_again(api: Api, app: App, sim: BCSimulator) -> None:
+def test_a_revoked_sign_in_answers_bc_auth_failed_and_asks_to_sign_in_again(
+    api: Api, app: App, sim: BCSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from shared.api.timer import run_scheduled
+    from shared.bc.delegated import DelegatedTokenProvider
+
+    monkeypatch.setattr(DelegatedTokenProvider, "settle_seconds", 0.2)  # nobody else is refreshing here
 
     shown = signed_in(api, sim)
     sim.revoke_refresh_tokens(DEMO_USER)
@@ -336,3 +341,47 @@ def test_moving_a_delegated_integration_erases_its_sign_in(api: Api, app: App, s
     assert moved["status"] == "authorization_required" and moved["authorizedUser"] is None
     assert app.token_caches.get("user-1", shown["id"]) is None
     assert api.sync(shown["id"]).error["code"] == "authorization_required"
+
+
+# -- secrets ---------------------------------------------------------------------------------------
+def test_no_code_token_verifier_or_state_in_responses_logs_or_storage(
+    api: Api, app: App, sim: BCSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import logging
+
+    for name in ("", "msal", "azure", "urllib3", "httpx", "shared", "devtools"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    caplog.set_level(logging.DEBUG)
+    created = create_delegated(api, companyId=DEMO_COMPANY_ID)
+    started = api.post(f"integrations/{created['id']}/dynamics/authorize")
+    url = started.data["authorizationUrl"]
+    state = parse_qs(urlsplit(url).query)["state"][0]
+    location = open_in_browser(sim, url).headers["Location"]
+    code = parse_qs(urlsplit(location).query)["code"][0]
+    replies = [to_callback(api, location).text]
+    for reply in (api.get(f"integrations/{created['id']}"), api.get("integrations"), api.sync(created["id"]),
+                  api.post(f"integrations/{created['id']}/dynamics/test"), api.get(f"integrations/{created['id']}/dynamics/companies"),
+                  api.get(f"integrations/{created['id']}/sync-logs")):
+        assert reply.status == 200, reply.body
+        replies.append(json.dumps(reply.body))
+    sim.revoke_refresh_tokens()
+    replies.append(json.dumps(api.sync(created["id"]).body))
+    replies.append(to_callback(api, location).text)  # a replay
+    grants = sim.directory.grants
+    secrets = {"code": [code], "state": [state], "verifier": grants.verifiers, "access token": list(sim.directory.tokens),
+               "refresh token": list(grants.refresh_tokens)}
+    assert all(secrets.values()), secrets.keys()
+    service = app.store._service  # every table of this test, raw
+    stored = [json.dumps(dict(e), default=str) for t in service.list_tables() if t.name.startswith(app.settings.table_prefix)
+              for e in service.get_table_client(t.name).list_entities()]
+    assert stored
+    logs = caplog.text + "".join(str(r.args) for r in caplog.records)
+    assert "oauth2/v2.0/token" in logs or "sign-in" in logs  # the capture did see the flow
+    for kind, values in secrets.items():
+        for value in values:
+            assert value not in logs, f"{kind} in the logs"
+            assert not any(value in row for row in stored), f"{kind} stored unencrypted"
+            assert not any(value in text for text in replies), f"{kind} in a response"
+            if kind != "state":  # the authorization URL carries its own state, nothing else
+                assert value not in json.dumps(started.body), f"{kind} in the authorize response"

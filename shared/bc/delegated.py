@@ -16,11 +16,13 @@ import time
 import msal
 import requests
 
+from shared.bc import msal_logging
 from shared.errors import BCAuthError, BCUnavailable, ConfigurationError
 from shared.settings import Settings
 from shared.storage.oauth import CacheConflict, StoredCache, TokenCacheRepository
 
 log = logging.getLogger(__name__)
+msal_logging.install()
 
 #: The BC resource with the delegated permissions the app registration has (user_impersonation,
 #: Financials.ReadWrite.All); msal adds openid, profile and offline_access itself.
@@ -74,7 +76,7 @@ class DelegatedTokenProvider:
     """Same interface as TokenProvider (`token`, `invalidate`, `forget`), so BCClient uses either."""
 
     #: How long a refused refresh waits for a concurrent instance's rotated token to appear.
-    settle_seconds = 2.0
+    settle_seconds = 1.0
 
     def __init__(self, *, settings: Settings, caches: TokenCacheRepository, user_id: str, integration_id: str, tenant_id: str) -> None:
         self._settings = settings
