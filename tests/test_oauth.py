@@ -385,3 +385,17 @@ def test_no_code_token_verifier_or_state_in_responses_logs_or_storage(
             assert not any(value in text for text in replies), f"{kind} in a response"
             if kind != "state":  # the authorization URL carries its own state, nothing else
                 assert value not in json.dumps(started.body), f"{kind} in the authorize response"
+
+
+def test_the_timer_waits_for_the_sign_in_and_the_company(api: Api, app: App, sim: BCSimulator) -> None:
+    from shared.api.timer import run_scheduled
+
+    waiting = create_delegated(api, companyId=DEMO_COMPANY_ID)
+    no_company = create_delegated(api)
+    assert sign_in(api, sim, no_company["id"]).status == 200
+    summary = run_scheduled(app)
+    assert {waiting["id"], no_company["id"]}.isdisjoint(summary["synced"] + summary["failed"])
+    assert api.get(f"integrations/{waiting['id']}").data["status"] == "authorization_required"
+    assert api.patch(f"integrations/{no_company['id']}", {"companyId": DEMO_COMPANY_ID}).error["code"] == "integration_exists"
+    assert api.patch(f"integrations/{no_company['id']}", {"companyId": DEMO_US_COMPANY_ID}).status == 200
+    assert no_company["id"] in run_scheduled(app)["synced"]
