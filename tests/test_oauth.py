@@ -399,3 +399,13 @@ def test_the_timer_waits_for_the_sign_in_and_the_company(api: Api, app: App, sim
     assert api.patch(f"integrations/{no_company['id']}", {"companyId": DEMO_COMPANY_ID}).error["code"] == "integration_exists"
     assert api.patch(f"integrations/{no_company['id']}", {"companyId": DEMO_US_COMPANY_ID}).status == 200
     assert no_company["id"] in run_scheduled(app)["synced"]
+
+
+def test_a_tenant_given_by_its_domain_signs_in_and_syncs(api: Api, sim: BCSimulator) -> None:
+    from devtools.bcsim import DEMO_TENANT_DOMAIN, DEMO_TENANT_ID
+
+    shown = signed_in(api, sim, tenantId=DEMO_TENANT_DOMAIN.upper())
+    assert shown["tenantId"] == DEMO_TENANT_DOMAIN and shown["status"] == "never_synced"
+    assert api.sync(shown["id"]).status == 200
+    assert [r for r in sim.requests if r.path.startswith(f"/{DEMO_TENANT_DOMAIN}/oauth2/v2.0/token")]
+    assert not [r for r in sim.requests if DEMO_TENANT_ID in r.path and "/oauth2/" in r.path]

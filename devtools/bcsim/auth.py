@@ -38,6 +38,7 @@ class Directory:
         self.apps: dict[tuple[str, str], str] = {}
         self.tokens: dict[str, Token] = {}
         self.denied: set[str] = set()
+        self.domains: dict[str, str] = {}  # verified domain -> tenant id (tenantId may be either)
         self.grants = Grants(clock, self._issue_delegated)
 
     def _issue_delegated(self, tenant_id: str, client_id: str, user_oid: str) -> str:
@@ -47,8 +48,13 @@ class Directory:
             self.tokens[token] = Token(tenant_id.lower(), client_id.lower(), self._clock().timestamp() + TOKEN_LIFETIME, user_oid)
         return token
 
-    def tenant(self, tenant_id: str, create: bool = False) -> Tenant | None:
+    def resolve(self, tenant_id: str) -> str:
+        """A tenant id from a tenant id or one of its domains (as Entra ID accepts both)."""
         key = tenant_id.lower()
+        return self.domains.get(key, key)
+
+    def tenant(self, tenant_id: str, create: bool = False) -> Tenant | None:
+        key = self.resolve(tenant_id)
         if create and key not in self.tenants:
             self.tenants[key] = Tenant(key)
         return self.tenants.get(key)
@@ -81,11 +87,11 @@ class Directory:
             return aad_error(400, "invalid_tenant", 90002, f"Tenant '{tenant_id}' not found. Check to make sure "
                              "you have the correct tenant ID and are signing into the correct cloud.")
         if form.get("grant_type") in ("authorization_code", "refresh_token"):
-            return self.grants.token(tenant_id, form, basic, issuer)
+            return self.grants.token(self.resolve(tenant_id), form, basic, issuer)
         if form.get("grant_type") != "client_credentials":
             return aad_error(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type "
                              f"'{form.get('grant_type', '')}'. The simulator only supports client_credentials.")
-        key = (tenant_id.lower(), client_id.lower())
+        key = (self.resolve(tenant_id), client_id.lower())
         if key not in self.apps:
             return aad_error(400, "unauthorized_client", 700016, f"Application with identifier '{client_id}' was "
                              f"not found in the directory '{tenant_id}'. This can happen if the application has not "

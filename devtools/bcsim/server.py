@@ -132,7 +132,7 @@ class Handler(BaseHTTPRequestHandler):
         """The sign-in and consent pages, answered at once: a redirect back with a code (or an
         error), or an error page when the client or its redirect_uri cannot be trusted."""
         known = self.sim.directory.tenant(tenant) is not None
-        status, location, problem = self.sim.directory.grants.authorize(tenant, query, known)
+        status, location, problem = self.sim.directory.grants.authorize(self.sim.directory.resolve(tenant), query, known)
         if status == 302:
             return self._send(302, b"", "text/html; charset=utf-8", {"Location": location})
         page = f"<!doctype html><title>Sign in</title><h1>Sorry, but we're having trouble signing you in.</h1><p>{problem}</p>"
@@ -159,7 +159,7 @@ class Handler(BaseHTTPRequestHandler):
     def _api(self, m: re.Match[str], pairs: list[tuple[str, str]], headers: dict[str, str]) -> None:
         sim = self.sim
         tok = sim.directory.check(headers.get("authorization"))
-        tenant = (m["tenant"] or (tok.tenant_id if tok else "")).lower()
+        tenant = sim.directory.resolve(m["tenant"] or (tok.tenant_id if tok else ""))
         if tok is None or tok.tenant_id != tenant:
             raise ODataError(401, "Authentication_InvalidCredentials", "The server has rejected the client credentials.")
         if tok.client_id in sim.directory.denied:

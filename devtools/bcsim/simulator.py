@@ -18,6 +18,7 @@ from .server import QuietServer, make_server
 from .store import DEMO_SIZES, SMALL_SIZES, TEMPLATES, CompanyStore, EntitySet
 
 DEMO_TENANT_ID = "7b0f3c1e-4d2a-4f6b-9c8e-2a1d5e6f7a80"
+DEMO_TENANT_DOMAIN = "cronus.example"  # the demo tenant's verified domain: tenantId may be either
 DEMO_CLIENT_ID = "3f9a2c71-8b4e-4d05-a6c2-9e1b7d3f5a24"
 DEMO_CLIENT_SECRET = "-".join(["sim", "client", "secret"])  # fake on purpose; never a real credential
 DEMO_ENVIRONMENT = "production"
@@ -58,6 +59,7 @@ class BCSimulator:
         self._thread: threading.Thread | None = None
         self._certs: Certs | None = None
         self.register_app(DEMO_TENANT_ID, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+        self.directory.domains[DEMO_TENANT_DOMAIN] = DEMO_TENANT_ID
         self.directory.grants.add_user(DEMO_TENANT_ID, DEMO_USER, "Cronus Admin")
         self.directory.grants.add_user(DEMO_TENANT_ID, DEMO_DECLINING_USER, "Cautious User", declines=True)
         self.add_company(DEMO_TENANT_ID, DEMO_COMPANY_NAME, sizes=DEMO_SIZES, company_id=DEMO_COMPANY_ID)
