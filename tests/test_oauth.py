@@ -409,3 +409,24 @@ def test_a_tenant_given_by_its_domain_signs_in_and_syncs(api: Api, sim: BCSimula
     assert api.sync(shown["id"]).status == 200
     assert [r for r in sim.requests if r.path.startswith(f"/{DEMO_TENANT_DOMAIN}/oauth2/v2.0/token")]
     assert not [r for r in sim.requests if DEMO_TENANT_ID in r.path and "/oauth2/" in r.path]
+
+
+def test_a_write_back_conflict_keeps_the_later_refresh(api: Api, app: App, sim: BCSimulator) -> None:
+    """Sequential and exact: both instances read R1 (lenient issuer, R1 still redeemable); the
+    first stores R2; the second refreshes later (R3), meets the first's write under its stale ETag,
+    and writes over it because its refresh is the newer one."""
+    from shared.bc.delegated import DelegatedTokenProvider
+
+    sim.directory.grants.rotation_grace_seconds = 600
+    shown = signed_in(api, sim)
+    first, second = (DelegatedTokenProvider(settings=app.settings, caches=app.token_caches, user_id="user-1",
+                                            integration_id=shown["id"], tenant_id=shown["tenantId"]) for _ in range(2))
+    first.load()
+    second.load()
+    first.token()
+    r2 = stored_refresh_token(app, "user-1", shown["id"])
+    etag_after_first = app.token_caches.get("user-1", shown["id"]).etag
+    second.token()
+    r3 = stored_refresh_token(app, "user-1", shown["id"])
+    assert r3 != r2 and app.token_caches.get("user-1", shown["id"]).etag != etag_after_first
+    assert r3 == list(sim.directory.grants.refresh_tokens)[-1]  # the last one Entra ID issued
