@@ -12,7 +12,7 @@ from devtools.bcsim import (DEMO_COMPANY_ID, DEMO_COMPANY_NAME, DEMO_DECLINING_U
 from shared.app import App, use_app
 from shared.settings import load_settings
 from tests.oauth_support import (REDIRECT_URI, RETURN_URL, create_delegated, open_in_browser, sign_in, to_callback)
-from tests.support import Api, FakeClock
+from tests.support import Api, FakeClock, tick
 
 
 @pytest.fixture
@@ -278,7 +278,6 @@ def test_two_instances_refreshing_at_once_keep_a_live_token(api: Api, app: App, 
 def test_a_revoked_sign_in_answers_bc_auth_failed_and_asks_to_sign_in_again(
     api: Api, app: App, sim: BCSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.api.timer import run_scheduled
     from shared.bc.delegated import DelegatedTokenProvider
 
     monkeypatch.setattr(DelegatedTokenProvider, "settle_seconds", 0.2)  # nobody else is refreshing here
@@ -290,7 +289,9 @@ def test_a_revoked_sign_in_answers_bc_auth_failed_and_asks_to_sign_in_again(
         assert "sign in again" in reply.error["message"] and "50173" in reply.error["message"]
         current = api.get(f"integrations/{shown['id']}").data
         assert current["status"] == "auth_expired" and "authorize" in current["lastError"]["message"]
-    assert shown["id"] not in run_scheduled(app)["synced"] + run_scheduled(app)["failed"]
+    app.clock.advance(2 * 3600)  # type: ignore[attr-defined]
+    summary = tick(app)
+    assert shown["id"] not in summary["synced"] + summary["failed"] + summary["queued"] + summary["coalesced"]
     assert sign_in(api, sim, shown["id"]).status == 200  # re-authenticate
     assert api.get(f"integrations/{shown['id']}").data["status"] in ("never_synced", "connected")
     assert api.sync(shown["id"]).status == 200
@@ -388,17 +389,15 @@ def test_no_code_token_verifier_or_state_in_responses_logs_or_storage(
 
 
 def test_the_timer_waits_for_the_sign_in_and_the_company(api: Api, app: App, sim: BCSimulator) -> None:
-    from shared.api.timer import run_scheduled
-
     waiting = create_delegated(api, companyId=DEMO_COMPANY_ID)
     no_company = create_delegated(api)
     assert sign_in(api, sim, no_company["id"]).status == 200
-    summary = run_scheduled(app)
-    assert {waiting["id"], no_company["id"]}.isdisjoint(summary["synced"] + summary["failed"])
+    summary = tick(app)
+    assert {waiting["id"], no_company["id"]}.isdisjoint(summary["synced"] + summary["failed"] + summary["queued"])
     assert api.get(f"integrations/{waiting['id']}").data["status"] == "authorization_required"
     assert api.patch(f"integrations/{no_company['id']}", {"companyId": DEMO_COMPANY_ID}).error["code"] == "integration_exists"
     assert api.patch(f"integrations/{no_company['id']}", {"companyId": DEMO_US_COMPANY_ID}).status == 200
-    assert no_company["id"] in run_scheduled(app)["synced"]
+    assert no_company["id"] in tick(app)["synced"]
 
 
 def test_a_tenant_given_by_its_domain_signs_in_and_syncs(api: Api, sim: BCSimulator) -> None:

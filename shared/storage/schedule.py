@@ -29,7 +29,7 @@ class DueEntry:
 
 def schedule_key(integration: "Integration") -> str | None:
     """The row this integration should have in the index, or None when it is not scheduled."""
-    if integration.status in UNSCHEDULED:
+    if integration.status in UNSCHEDULED or not integration.companyId:  # delegated: no company chosen yet
         return None
     due = integration.nextSyncAt or integration.createdAt or "0000"
     return f"{due}|{encode_key(integration.userId)}|{encode_key(integration.id)}"
