@@ -2,6 +2,7 @@
 Azurite, the function folders as the Functions host routes them."""
 from __future__ import annotations
 
+import json
 from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -79,8 +80,6 @@ def raw(app: App, table: str, user: str, row: str) -> dict[str, Any] | None:
 
 
 def stored_refresh_token(app: App, user: str, integration_id: str) -> str:
-    import json
-
     stored = app.token_caches.get(user, integration_id)
     assert stored is not None
     tokens = list(json.loads(stored.cache)["RefreshToken"].values())
@@ -240,7 +239,10 @@ def test_every_run_refreshes_and_the_rotated_token_is_written_back(api: Api, app
     assert stored_refresh_token(app, "user-1", shown["id"]) in sim.directory.grants.live_refresh_tokens()
     assert sim.directory.grants.refreshes == 2
     stored = raw(app, "OAuthTokens", "user-1", shown["id"])
-    assert stored is not None and "AccessToken" not in str(stored) and stored["cacheEnc"].startswith("v1:")
+    assert stored is not None and set(stored) == {"PartitionKey", "RowKey", "cacheEnc", "refreshedNs"}
+    assert stored["cacheEnc"].startswith("v1:")  # encrypted; inside, access tokens are never kept:
+    cache = json.loads(app.token_caches.get("user-1", shown["id"]).cache)
+    assert cache["AccessToken"] == {} and len(cache["RefreshToken"]) == 1 and cache["Account"]
 
 
 @pytest.mark.parametrize("grace", [0.0, 60.0], ids=["strict-rotation", "lenient-rotation"])
@@ -348,7 +350,6 @@ def test_moving_a_delegated_integration_erases_its_sign_in(api: Api, app: App, s
 def test_no_code_token_verifier_or_state_in_responses_logs_or_storage(
     api: Api, app: App, sim: BCSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import json
     import logging
 
     for name in ("", "msal", "azure", "urllib3", "httpx", "shared", "devtools"):
