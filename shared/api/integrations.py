@@ -36,8 +36,8 @@ def load(request: Request) -> Integration:
 
 
 def require_ready(integration: Integration) -> None:
-    """409 when a delegated integration cannot call BC yet: nobody signed in, or (with
-    `company`) no company chosen. Disconnected ones are left to the disconnected check."""
+    """409 authorization_required while nobody has signed in to a delegated integration
+    (disconnected ones are left to the disconnected check)."""
     if integration.status == "disconnected" or integration.authMode != "delegated":
         return
     if integration.status == "authorization_required":
@@ -48,6 +48,7 @@ def require_ready(integration: Integration) -> None:
 
 
 def require_company(integration: Integration) -> None:
+    """409 company_not_selected while a (delegated) integration has no companyId."""
     if integration.status != "disconnected" and not integration.companyId:
         raise ConflictError(
             f"No company is selected: list them with GET /api/integrations/{integration.id}/dynamics/companies, "

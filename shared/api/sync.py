@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from typing import Any
-
 from shared.api.integrations import load, require_company, require_ready
+from typing import Any
 
 from shared.errors import ServiceError, ValidationError
 from shared.http import Request, ok
