@@ -100,6 +100,13 @@ class BCError(ServiceError):
 class BCAuthError(BCError):
     code = "bc_auth_failed"
     fatal_for_run = True
+    #: What the person must do, when the message already says it (a delegated sign-in that
+    #: expired: "sign in again"); None = the app-credentials advice applies.
+    remedy: str | None = None
+
+    def __init__(self, message: str, *, remedy: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.remedy = remedy
 
 
 class BCForbidden(BCError):

@@ -111,6 +111,7 @@ class _Checked(BaseModel):
 class IntegrationCreate(_Checked):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+    authMode: Literal["app", "delegated"] = "app"
     name: str = Field(min_length=1, max_length=200)
     tenantId: str = Field(pattern=TENANT)
     environment: str = Field(default="production", pattern=ENVIRONMENT)
@@ -127,6 +128,32 @@ class IntegrationCreate(_Checked):
     def _mappings(self) -> "IntegrationCreate":
         _check_mappings(self.fieldMappings)
         return self
+
+
+class DelegatedIntegrationCreate(IntegrationCreate):
+    """`authMode: delegated`: a person signs in later (authorize); the platform's own app
+    registration is used, so the integration carries no clientId or clientSecret, and the
+    company may be chosen after the sign-in."""
+
+    authMode: Literal["app", "delegated"] = "delegated"
+    companyId: str | None = Field(default=None, pattern=GUID)  # type: ignore[assignment]
+    clientId: Any = None
+    clientSecret: Any = None
+
+    @model_validator(mode="after")
+    def _no_app_credentials(self) -> "DelegatedIntegrationCreate":
+        for name in ("clientId", "clientSecret"):
+            if name in self.model_fields_set:
+                raise ValueError(f"{name}: must be absent when authMode is delegated (the platform's own app registration is used)")
+        return self
+
+
+class AuthorizeBody(BaseModel):
+    """Optional body of POST .../dynamics/authorize."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    loginHint: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 class IntegrationUpdate(_Checked):

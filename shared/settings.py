@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from shared.crypto import parse_key
@@ -37,6 +37,11 @@ class Settings:
     bc_requests_per_5_minutes: int = 6000
     log_retention_days: int = 30
     write_concurrency: int = 8
+    # Delegated sign-in (design §9): the platform's own multi-tenant app registration.
+    oauth_client_id: str = ""
+    oauth_client_secret: str = field(default="", repr=False)
+    oauth_redirect_uri: str = ""
+    oauth_return_url: str = ""
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -87,4 +92,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         http_sync_budget_seconds=_int(env, "SYNC_HTTP_BUDGET_SECONDS", 200, 5, 3600),
         log_retention_days=_int(env, "SYNC_LOG_RETENTION_DAYS", 30, 1, 3650),
         write_concurrency=_int(env, "STORAGE_WRITE_CONCURRENCY", 8, 1, 64),
+        oauth_client_id=(env.get("OAUTH_CLIENT_ID") or "").strip(),
+        oauth_client_secret=env.get("OAUTH_CLIENT_SECRET") or "",
+        oauth_redirect_uri=(env.get("OAUTH_REDIRECT_URI") or "").strip(),
+        oauth_return_url=(env.get("OAUTH_RETURN_URL") or "").strip(),
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.api.integrations import load
+from shared.api.integrations import load, require_company, require_ready
 from typing import Any
 
 from shared.errors import ServiceError, ValidationError
@@ -45,6 +45,8 @@ def parse_request(request: Request, integration: Integration) -> RunRequest:
 
 def sync(request: Request) -> func.HttpResponse:
     integration = load(request)
+    require_ready(integration)  # delegated: 409 authorization_required before the first sign-in
+    require_company(integration)  # delegated: 409 company_not_selected until PATCH companyId
     run_request = parse_request(request, integration)
     app = request.app
     if wants_async(request):

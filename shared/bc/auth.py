@@ -5,6 +5,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
+from typing import Protocol
 
 import msal
 import requests
@@ -15,6 +16,17 @@ log = logging.getLogger(__name__)
 
 BC_SCOPE = "https://api.businesscentral.dynamics.com/.default"
 _AUTH_ERRORS = {"invalid_client", "unauthorized_client", "invalid_tenant", "invalid_request", "invalid_grant"}
+
+
+class Tokens(Protocol):
+    """What BCClient needs from a token source: app credentials (below) or a delegated sign-in
+    (shared/bc/delegated.py)."""
+
+    def token(self) -> str: ...
+
+    def invalidate(self) -> None: ...
+
+    def forget(self) -> None: ...
 
 
 class TokenProvider:

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 import certifi
 import httpx
 
-from shared.bc.auth import TokenProvider
+from shared.bc.auth import Tokens
 from shared.bc.budget import RequestBudget
 from shared.bc.errors import decode_error
 from shared.clock import Clock
@@ -81,7 +81,7 @@ class BCClient:
         *,
         root: str,
         company_id: str,
-        tokens: TokenProvider,
+        tokens: Tokens,
         clock: Clock,
         page_size: int = 1000,
         max_retries: int = 5,

@@ -90,7 +90,8 @@ def _update_integration(app: App, run: Run, *, failed: bool, failure: ServiceErr
             message = failure.message
             if isinstance(failure, BCAuthError) or getattr(failure, "auth", False) or failure.code == "bc_auth_failed":
                 current.status = "auth_expired"
-                message = f"{message}. To fix it, {REAUTHENTICATE}"
+                # A delegated token's error already says to sign in again; app credentials get the PATCH hint.
+                message = message if current.authMode == "delegated" else f"{message}. To fix it, {REAUTHENTICATE}"
             else:
                 current.status = "error"
             current.lastError = {"code": failure.code, "message": message, "at": to_iso(now)}
