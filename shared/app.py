@@ -12,7 +12,8 @@ from shared.bc.auth import TokenProvider
 from shared.bc.client import BCClient, service_root
 from shared.clock import Clock, SystemClock
 from shared.crypto import SecretBox
-from shared.errors import BCAuthError
+from shared.destinations import check_base_url
+from shared.errors import BCAuthError, BCError, ValidationError
 from shared.settings import Settings, load_settings
 from shared.storage.integrations import Integration, IntegrationRepository
 from shared.storage.leases import LeaseRepository
@@ -64,6 +65,10 @@ class App:
     ) -> BCClient:
         """A client for credentials given directly (company discovery before an integration exists)."""
         s = self.settings
+        try:  # checked when saved; again here in case BC_ALLOWED_HOSTS was narrowed since
+            check_base_url(base_url, s.bc_allowed_hosts)
+        except ValidationError as error:
+            raise BCError(error.message, step="configuration") from None
         tokens = TokenProvider(
             authority_host=s.authority_host, tenant_id=tenant_id, client_id=client_id, client_secret=client_secret
         )

@@ -37,6 +37,8 @@ def _check_url(value: str | None, field: str) -> str | None:
     parts = urlsplit(value)
     if not parts.hostname or parts.scheme not in ("http", "https"):
         raise ValueError(f"{field} must be an absolute https URL")
+    if parts.scheme == "http" and field == "baseUrl":
+        raise ValueError("baseUrl must use https")
     if parts.scheme == "http":
         host = parts.hostname
         loopback = host == "localhost"

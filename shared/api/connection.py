@@ -5,7 +5,7 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.api.integrations import load
+from shared.api.integrations import check_destinations, load
 from shared.bc.client import BCClient
 from shared.clock import to_iso
 from shared.entities import ENTITY_TYPES
@@ -94,6 +94,7 @@ def companies(request: Request) -> func.HttpResponse:
 def discover_companies(request: Request) -> func.HttpResponse:
     """Before an integration exists: list companies for credentials given in the body."""
     body: CompanyDiscovery = validate(CompanyDiscovery, request.json(required=True) or {})
+    check_destinations(request.app, body)
     with request.app.bc_client_for(
         tenant_id=body.tenantId, environment=body.environment, client_id=body.clientId, client_secret=body.clientSecret, base_url=body.baseUrl
     ) as client:

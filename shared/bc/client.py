@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any, Iterator
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import certifi
 import httpx
@@ -19,6 +19,7 @@ import httpx
 from shared.bc.auth import TokenProvider
 from shared.bc.errors import decode_error
 from shared.clock import Clock
+from shared.destinations import origin_of
 from shared.errors import BCError, BCUnavailable
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ class BCClient:
         timeout_seconds: float = 60.0,
     ) -> None:
         self.root = root.rstrip("/")
+        #: The only origin (scheme, host, port) this client ever sends its bearer token to.
+        self.origin = origin_of(self.root)
         self.company_id = company_id
         self._tokens = tokens
         self._clock = clock
@@ -159,12 +162,11 @@ class BCClient:
 
     def _pages(self, url: str, *, step: str) -> Iterator[Page]:
         seen: set[str] = set()
-        origin = urlsplit(self.root)[:2]
         while url:
             body = self._json(self._get(url, step=step))
             next_link = body.get("@odata.nextLink")
             if next_link is not None:
-                if urlsplit(next_link)[:2] != origin:
+                if not isinstance(next_link, str) or origin_of(next_link) != self.origin:
                     # Following it would send our bearer token to another host.
                     raise BCError("Business Central returned a nextLink to another host; refusing to follow it", step=step)
                 if next_link in seen:
@@ -182,6 +184,9 @@ class BCClient:
             raise BCError(f"Business Central answered HTTP {response.status_code} with a body that is not JSON") from None
 
     def _get(self, url: str, *, step: str, accept: str = "application/json") -> httpx.Response:
+        if self.origin is None or origin_of(url) != self.origin:
+            # A saved checkpoint or a link from elsewhere: the token goes to the integration's own BC only.
+            raise BCError("Refusing to send the Business Central token to a URL outside the integration's BC origin", step=step)
         attempt, waited, renewed = 0, 0.0, False
         while True:
             headers = {
@@ -197,6 +202,12 @@ class BCClient:
             except httpx.TransportError as error:
                 failure: BCError = BCUnavailable(f"Business Central is unreachable ({type(error).__name__})", step=step)
             else:
+                if 300 <= response.status_code < 400:
+                    # Redirects are never followed: the token would travel with them.
+                    raise BCError(
+                        f"Business Central answered a redirect (HTTP {response.status_code}); redirects are not followed",
+                        http_status=response.status_code, step=step,
+                    )
                 if response.status_code < 400:
                     return response
                 if response.status_code == 401 and not renewed:
