@@ -70,7 +70,9 @@ class RunOutcome:
 class SyncRunner:
     def __init__(self, app: App) -> None:
         self.app = app
-        self.notifier = WebhookNotifier(app.deliveries, app.integrations, app.box, app.clock)
+        self.notifier = WebhookNotifier(
+            app.deliveries, app.integrations, app.box, app.clock, allow_private=app.settings.allow_private_webhooks
+        )
 
     def sync(self, integration: Integration, request: SyncRequest, *, budget_seconds: float) -> RunOutcome:
         """Run under the integration's lease; 409 when disconnected or already running."""
