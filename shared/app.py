@@ -14,6 +14,7 @@ from shared.clock import Clock, SystemClock
 from shared.crypto import SecretBox
 from shared.destinations import check_base_url
 from shared.errors import BCAuthError, BCError, ValidationError
+from shared.keyrotation import rewrap
 from shared.settings import Settings, load_settings
 from shared.storage.integrations import Integration, IntegrationRepository
 from shared.storage.leases import LeaseRepository
@@ -36,7 +37,7 @@ class App:
         self.store = TableStore.from_connection_string(
             s.tables_connection_string, prefix=s.table_prefix, write_concurrency=s.write_concurrency
         )
-        self.box = SecretBox(s.credentials_key)
+        self.box = SecretBox(s.credentials_key, s.credentials_keys_previous)
         self.integrations = IntegrationRepository(self.store)
         self.logs = SyncLogRepository(self.store)
         self.states = SyncStateRepository(self.store)
@@ -47,7 +48,9 @@ class App:
     def client_secret(self, integration: Integration) -> str:
         if not integration.clientSecretEnc:
             raise BCAuthError("The integration has no client secret: set one with PATCH", step="authentication")
-        return self.box.decrypt(integration.clientSecretEnc, context=integration.secret_context)
+        secret = self.box.decrypt(integration.clientSecretEnc, context=integration.secret_context)
+        rewrap(self.integrations, self.box, integration, "clientSecretEnc", secret)  # under an old key: rewrite now
+        return secret
 
     def bc_client(self, integration: Integration) -> BCClient:
         """A client for the integration's company (the secret is decrypted only here, in memory)."""

@@ -18,6 +18,7 @@ from shared.bc.client import ssl_context
 from shared.clock import Clock, parse_iso, to_iso
 from shared.crypto import SecretBox
 from shared.destinations import UnsafeDestination, webhook_addresses
+from shared.keyrotation import rewrap
 from shared.storage.integrations import Integration, IntegrationRepository
 from shared.storage.webhooks import WebhookDeliveryRepository
 
@@ -124,6 +125,7 @@ class WebhookNotifier:
             secret = self._box.decrypt(integration.webhookSecretEnc or "", context=integration.secret_context + ":webhook")
         except Exception:  # noqa: BLE001 - a secret that cannot be opened fails this delivery only
             return {"error": "webhook secret cannot be decrypted"}
+        rewrap(self._integrations, self._box, integration, "webhookSecretEnc", secret)  # under an old key: rewrite now
         body = delivery["body"].encode("utf-8")
         headers = {
             "Content-Type": "application/json",
