@@ -34,9 +34,14 @@ class App:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.store = TableStore.from_connection_string(
-            s.tables_connection_string, prefix=s.table_prefix, write_concurrency=s.write_concurrency
-        )
+        if s.tables_account_url:  # managed identity (DefaultAzureCredential)
+            self.store = TableStore.from_account_url(
+                s.tables_account_url, prefix=s.table_prefix, write_concurrency=s.write_concurrency
+            )
+        else:
+            self.store = TableStore.from_connection_string(
+                s.tables_connection_string, prefix=s.table_prefix, write_concurrency=s.write_concurrency
+            )
         self.box = SecretBox(s.credentials_key, s.credentials_keys_previous)
         self.integrations = IntegrationRepository(self.store)
         self.logs = SyncLogRepository(self.store)
