@@ -69,7 +69,15 @@ class App:
         )
 
     def bc_client_for(
-        self, *, tenant_id: str, environment: str, client_id: str, client_secret: str, base_url: str | None, company_id: str = ""
+        self,
+        *,
+        tenant_id: str,
+        environment: str,
+        client_id: str,
+        client_secret: str,
+        base_url: str | None,
+        company_id: str = "",
+        cache_tokens: bool = True,
     ) -> BCClient:
         """A client for credentials given directly (company discovery before an integration exists)."""
         s = self.settings
@@ -78,7 +86,8 @@ class App:
         except ValidationError as error:
             raise BCError(error.message, step="configuration") from None
         tokens = TokenProvider(
-            authority_host=s.authority_host, tenant_id=tenant_id, client_id=client_id, client_secret=client_secret
+            authority_host=s.authority_host, tenant_id=tenant_id, client_id=client_id, client_secret=client_secret,
+            shared_cache=cache_tokens,
         )
         return BCClient(
             root=service_root(api_base_url=s.bc_api_base_url, tenant_id=tenant_id, environment=environment, base_url=base_url),

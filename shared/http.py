@@ -78,7 +78,11 @@ def ok(data: Any, *, status: int = 200, continuation_token: str | None | bool = 
 
 
 def fail(error: ServiceError) -> func.HttpResponse:
-    return respond(error.status, {"success": False, "error": error.to_dict()})
+    response = respond(error.status, {"success": False, "error": error.to_dict()})
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def handle(req: func.HttpRequest, handler: Callable[[Request], func.HttpResponse]) -> func.HttpResponse:

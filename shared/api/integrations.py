@@ -12,7 +12,7 @@ from shared.bc.auth import TokenProvider
 from shared.clock import parse_iso, to_iso
 from shared.destinations import check_base_url, check_webhook_url
 from shared.entities import ENTITY_TYPES
-from shared.errors import ConflictError, NotFound, ServiceError, ValidationError
+from shared.errors import ConflictError, NotFound, QuotaExceeded, ValidationError
 from shared.http import Request, ok
 from shared.models import IntegrationCreate, IntegrationUpdate, validate
 from shared.storage.integrations import Integration
@@ -45,9 +45,8 @@ def _check_quota(app: App, user_id: str) -> None:
         page, token = app.integrations.list_for_user(user_id, top=1000, continuation_token=token)
         count += len(page)
         if count >= limit:
-            raise ServiceError(
-                f"This user already has {count} integrations, the most allowed (MAX_INTEGRATIONS_PER_USER={limit})",
-                code="quota_exceeded", status=403,
+            raise QuotaExceeded(
+                f"This user already has {count} integrations, the most allowed (MAX_INTEGRATIONS_PER_USER={limit})"
             )
         if not token:
             return

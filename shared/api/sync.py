@@ -7,6 +7,7 @@ from shared.api.integrations import load
 from shared.errors import ValidationError
 from shared.http import Request, ok
 from shared.models import SyncBody, parse_since, validate
+from shared.storage.ratelimits import check_manual_sync
 from shared.sync.runner import SyncRequest, SyncRunner
 
 
@@ -27,6 +28,7 @@ def sync(request: Request) -> func.HttpResponse:
         sync_request = SyncRequest(mode=body.mode or "full")
     sync_request.entities = list(dict.fromkeys(body.entities)) if body.entities else None
 
+    check_manual_sync(request.app, integration.id)  # 429 beyond MANUAL_SYNCS_PER_HOUR
     runner = SyncRunner(request.app)
     outcome = runner.sync(integration, sync_request, budget_seconds=request.app.settings.http_sync_budget_seconds)
     if outcome.fatal is not None:
