@@ -11,6 +11,7 @@ from typing import Any, Callable
 import azure.functions as func
 
 from shared.app import App, get_app
+from shared.bounds import check_body_size, parse_json
 from shared.errors import ConfigurationError, ServiceError, Unauthenticated, ValidationError
 
 log = logging.getLogger(__name__)
@@ -32,14 +33,12 @@ class Request:
 
     def json(self, *, required: bool = False) -> dict[str, Any] | None:
         body = self.raw.get_body() or b""
+        check_body_size(body)
         if not body.strip():
             if required:
                 raise ValidationError("The request body must be a JSON object", code="invalid_json")
             return None
-        try:
-            value = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise ValidationError(f"The request body is not valid JSON: {error}", code="invalid_json") from None
+        value = parse_json(body)  # 413 over 1 MiB, 400 deeper than 32 levels
         if not isinstance(value, dict):
             raise ValidationError("The request body must be a JSON object", code="invalid_json")
         return value
@@ -95,6 +94,7 @@ def handle(req: func.HttpRequest, handler: Callable[[Request], func.HttpResponse
             log.error("configuration error: %s", error.message)
         return fail(error)
     try:
+        check_body_size(req.get_body() or b"")  # before anything else reads it
         return handler(Request(req, app))
     except ServiceError as error:
         if error.status >= 500:
