@@ -4,8 +4,11 @@
 function's `main` stays a line or two."""
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
+from urllib.parse import urlsplit
 from typing import Any, Callable
 
 import azure.functions as func
@@ -17,6 +20,12 @@ from shared.errors import ConfigurationError, ServiceError, Unauthenticated, Val
 log = logging.getLogger(__name__)
 
 IDENTITY_HEADER = "X-MS-CLIENT-PRINCIPAL-ID"
+PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
+#: Claims of X-MS-CLIENT-PRINCIPAL that App Service Authentication puts the id header from.
+_ID_CLAIMS = frozenset({
+    "http://schemas.microsoft.com/identity/claims/objectidentifier", "oid",
+    "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier", "sub",
+})
 MAX_USER_ID = 256
 _config_error_logged: set[str] = set()
 
@@ -27,7 +36,7 @@ class Request:
     def __init__(self, req: func.HttpRequest, app: App) -> None:
         self.raw = req
         self.app = app
-        self.user_id = caller_identity(req)
+        self.user_id = caller_identity(req, require_principal=app.settings.require_client_principal)
         self.route = dict(req.route_params or {})
         self.params = dict(req.params or {})
 
@@ -56,13 +65,37 @@ class Request:
         return value
 
 
-def caller_identity(req: func.HttpRequest) -> str:
+def caller_identity(req: func.HttpRequest, *, require_principal: bool = False) -> str:
+    """The id App Service Authentication set (it strips client-sent copies of these headers).
+    With REQUIRE_CLIENT_PRINCIPAL=true the full principal must be there too and agree."""
     user = (req.headers.get(IDENTITY_HEADER) or "").strip()
     if not user:
         raise Unauthenticated(f"Sign-in required: the {IDENTITY_HEADER} header is missing")
-    if len(user) > MAX_USER_ID or any(ord(c) < 32 for c in user):
+    if len(user) > MAX_USER_ID or any(ord(c) < 32 or ord(c) == 127 for c in user):
         raise Unauthenticated(f"The {IDENTITY_HEADER} header is not a valid principal id")
+    if require_principal:
+        _check_principal(req.headers.get(PRINCIPAL_HEADER) or "", user)
     return user
+
+
+def _check_principal(raw: str, user: str) -> None:
+    """X-MS-CLIENT-PRINCIPAL is base64 JSON: App Service's {"claims": [{"typ", "val"}]} or the
+    {"userId"} form; one of its id claims must be the id header's value."""
+    if not raw.strip():
+        raise Unauthenticated(f"Sign-in required: the {PRINCIPAL_HEADER} header is missing")
+    try:
+        data = json.loads(base64.b64decode(raw.strip() + "=" * (-len(raw.strip()) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise Unauthenticated(f"The {PRINCIPAL_HEADER} header is not base64 JSON") from None
+    ids: set[str] = set()
+    if isinstance(data, dict):
+        if isinstance(data.get("userId"), str):
+            ids.add(data["userId"])
+        for claim in data.get("claims") or []:
+            if isinstance(claim, dict) and claim.get("typ") in _ID_CLAIMS and isinstance(claim.get("val"), str):
+                ids.add(claim["val"])
+    if user not in ids:
+        raise Unauthenticated(f"The {PRINCIPAL_HEADER} header does not agree with {IDENTITY_HEADER}")
 
 
 def respond(status: int, body: dict[str, Any]) -> func.HttpResponse:
@@ -101,5 +134,6 @@ def handle(req: func.HttpRequest, handler: Callable[[Request], func.HttpResponse
             log.warning("%s: %s", error.code, error.message)
         return fail(error)
     except Exception:  # never a stack trace to the caller
-        log.exception("unhandled error in %s %s", req.method, req.url)
+        # The path only: the query carries the function key (`code=`), which must never be logged.
+        log.exception("unhandled error in %s %s", req.method, urlsplit(req.url).path)
         return fail(ServiceError("Internal error"))

@@ -41,6 +41,7 @@ class Settings:
     max_integrations_per_user: int = 50
     manual_syncs_per_hour: int = 60
     discoveries_per_hour: int = 30
+    require_client_principal: bool = False
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -131,4 +132,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_integrations_per_user=_int(env, "MAX_INTEGRATIONS_PER_USER", 50, 1, 100000),
         manual_syncs_per_hour=_int(env, "MANUAL_SYNCS_PER_HOUR", 60, 1, 100000),
         discoveries_per_hour=_int(env, "DISCOVERIES_PER_HOUR", 30, 1, 100000),
+        require_client_principal=_bool(env, "REQUIRE_CLIENT_PRINCIPAL"),
     )

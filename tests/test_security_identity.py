@@ -59,3 +59,49 @@ def test_an_account_url_needs_a_credential() -> None:
         TableStore(account_url=ACCOUNT)
     with pytest.raises(ValueError):
         TableStore()
+
+
+# -- caller identity ---------------------------------------------------------------------------
+import base64 as _b64
+import json as _json
+import logging as _logging
+
+import azure.functions as func
+
+from shared.http import handle
+from tests.security_support import rebuild
+from tests.support import Api, FakeClock
+
+
+def _principal(data: dict) -> str:
+    return _b64.b64encode(_json.dumps(data).encode()).decode()
+
+
+def test_the_full_principal_can_be_required_and_must_agree(api: Api, app: App, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert api.get("integrations").status == 200  # default: the id header alone (App Service strips forged ones)
+    rebuild(monkeypatch, clock, REQUIRE_CLIENT_PRINCIPAL="true")
+    reply = api.get("integrations")
+    assert reply.status == 401 and "X-MS-CLIENT-PRINCIPAL header is missing" in reply.error["message"]
+    app_service = {"auth_typ": "aad", "claims": [{"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": "user-1"},
+                                                 {"typ": "name", "val": "Ada"}]}
+    assert api.get("integrations", headers={"X-MS-CLIENT-PRINCIPAL": _principal(app_service)}).status == 200
+    assert api.get("integrations", headers={"X-MS-CLIENT-PRINCIPAL": _principal({"userId": "user-1"})}).status == 200
+    for bad in (_principal({"userId": "someone-else"}), _principal({"claims": [{"typ": "name", "val": "user-1"}]}), "%%%", _principal([1])):
+        reply = api.get("integrations", headers={"X-MS-CLIENT-PRINCIPAL": bad})
+        assert reply.status == 401 and reply.error["code"] == "unauthenticated", bad
+
+
+def test_an_unhandled_error_never_logs_the_function_key(app: App, caplog: pytest.LogCaptureFixture) -> None:
+    request = func.HttpRequest("GET", "https://bcsync.azurewebsites.net/api/integrations?code=SECRETFUNCTIONKEY123&top=5",
+                               headers={"X-MS-CLIENT-PRINCIPAL-ID": "user-1"}, body=b"")
+
+    def boom(_: object) -> func.HttpResponse:
+        raise RuntimeError("something unexpected")
+
+    with caplog.at_level(_logging.ERROR, logger="shared.http"):
+        response = handle(request, boom)
+    assert response.status_code == 500
+    body = _json.loads(response.get_body())
+    assert body == {"success": False, "error": {"code": "internal_error", "message": "Internal error"}}
+    assert caplog.records and "/api/integrations" in caplog.text
+    assert "SECRETFUNCTIONKEY123" not in caplog.text and "code=" not in caplog.text
