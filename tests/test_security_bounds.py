@@ -138,3 +138,11 @@ def test_no_input_yields_a_500(api: Api, app: App) -> None:
     for user in ("\u202e", "x" * 300, " ", "a\x7fb"):
         assert api.as_user(user).get("integrations").status in (200, 401)
     assert seen & {400, 413} or seen
+
+
+def test_entra_id_answering_5xx_is_bc_unavailable_not_a_500(api: Api, app: App, sim) -> None:  # type: ignore[no-untyped-def]
+    """Found by the schemathesis run: msal raises MsalServiceError (not a ValueError) on a 5xx."""
+    sim.faults.add(500, times=None, path_contains="/token", body="upstream broke")
+    body = {k: v for k, v in integration_body().items() if k not in ("name", "companyId")}
+    reply = api.post("dynamics/companies", body)
+    assert reply.status == 502 and reply.error["code"] == "bc_unavailable" and reply.error.get("step") == "authentication"

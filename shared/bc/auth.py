@@ -7,6 +7,7 @@ import threading
 from collections import OrderedDict
 
 import msal
+import msal.exceptions
 import requests
 
 from shared.errors import BCAuthError, BCUnavailable
@@ -67,6 +68,10 @@ class TokenProvider:
         except requests.RequestException as error:
             self._forget_app()
             raise BCUnavailable(f"Microsoft Entra ID is unreachable: {type(error).__name__}", step="authentication") from None
+        except msal.exceptions.MsalServiceError as error:
+            # Entra ID answered 5xx (or another non-OAuth failure): an outage, not bad credentials.
+            self._forget_app()
+            raise BCUnavailable(f"Microsoft Entra ID failed: {str(error)[:200]}", step="authentication") from None
         except ValueError as error:
             # msal raises ValueError when the tenant's discovery document is refused (unknown tenant).
             self._forget_app()
