@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from shared.bc.client import ssl_context
+from shared.outbound import bounded_client, ssl_context, total_deadline
 from shared.clock import Clock, parse_iso, to_iso
 from shared.crypto import SecretBox
 from shared.destinations import UnsafeDestination, webhook_addresses
@@ -139,14 +139,14 @@ class WebhookNotifier:
             headers["Host"] = target.netloc.decode("ascii")
             extensions["sni_hostname"] = origin[1]
             target = target.copy_with(host=addresses[0])
-        deadline = time.monotonic() + TOTAL_SECONDS
         try:
-            with httpx.Client(verify=ssl_context(), timeout=httpx.Timeout(TIMEOUT_SECONDS, connect=min(5.0, TIMEOUT_SECONDS)), follow_redirects=False) as http:
+            with bounded_client(verify=ssl_context(), timeout=httpx.Timeout(TIMEOUT_SECONDS, connect=min(5.0, TIMEOUT_SECONDS))) as http, \
+                    total_deadline(TOTAL_SECONDS):  # connect, send and answer, all within TOTAL_SECONDS
                 with http.stream("POST", target, content=body, headers=headers, extensions=extensions) as response:
                     read = 0
                     for chunk in response.iter_bytes():  # bounded: the body is never needed whole
                         read += len(chunk)
-                        if read >= MAX_RESPONSE_BYTES or time.monotonic() > deadline:
+                        if read >= MAX_RESPONSE_BYTES:
                             break
                     return {"statusCode": response.status_code}
         except httpx.HTTPError as error:

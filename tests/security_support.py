@@ -66,3 +66,53 @@ def rebuild(monkeypatch: pytest.MonkeyPatch, clock: Any, **env: str | None) -> A
     app = App(load_settings(), clock=clock)
     use_app(app)
     return app
+
+
+class Trickle:
+    """An HTTPS host that answers one byte at a time, each just inside any per-read timeout:
+    only a bound on the request's total time ends such a request."""
+
+    def __init__(self, tls_context: Any, *, interval: float = 0.2, lasts: float = 8.0) -> None:
+        import socket
+        import time
+
+        self.connections = 0
+        self._stop = threading.Event()
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(0.2)
+        self._listener = listener
+        self.port = listener.getsockname()[1]
+        self.url = f"https://127.0.0.1:{self.port}"
+
+        def serve(conn: Any) -> None:
+            try:
+                tls = tls_context.wrap_socket(conn, server_side=True)
+                tls.settimeout(5)
+                tls.recv(65536)
+                tls.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                ends = time.monotonic() + lasts
+                while time.monotonic() < ends and not self._stop.is_set():
+                    tls.sendall(b"a")
+                    time.sleep(interval)
+                tls.close()
+            except OSError:
+                pass
+
+        def accept() -> None:
+            while not self._stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                self.connections += 1
+                threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+        self._thread = threading.Thread(target=accept, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._listener.close()

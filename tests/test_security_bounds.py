@@ -146,3 +146,53 @@ def test_entra_id_answering_5xx_is_bc_unavailable_not_a_500(api: Api, app: App, 
     body = {k: v for k, v in integration_body().items() if k not in ("name", "companyId")}
     reply = api.post("dynamics/companies", body)
     assert reply.status == 502 and reply.error["code"] == "bc_unavailable" and reply.error.get("step") == "authentication"
+
+
+# -- every outbound call bounded in total time ---------------------------------------------------
+import time as _time
+
+from tests.security_support import Trickle, rebuild
+
+
+@pytest.fixture
+def trickle(sim):  # type: ignore[no-untyped-def]
+    server = Trickle(sim.server_tls_context)
+    yield server
+    server.close()
+
+
+def test_a_trickling_bc_host_cannot_hold_the_worker(api: Api, app: App, sim, trickle: Trickle, clock, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    sim_port = sim.base_url.rsplit(":", 1)[1]
+    rebuild(monkeypatch, clock, BC_ALLOWED_HOSTS=f"127.0.0.1:{sim_port},127.0.0.1:{trickle.port}", BC_TIMEOUT_SECONDS="1", BC_MAX_RETRIES="0")
+    created = api.create_integration(sim, baseUrl=f"{trickle.url}/bc")
+    started = _time.monotonic()
+    reply = api.post(f"integrations/{created['id']}/dynamics/test")
+    elapsed = _time.monotonic() - started
+    assert reply.status == 502 and reply.error["code"] == "bc_unavailable", reply.body
+    assert trickle.connections >= 1 and elapsed < 4, elapsed  # the host would trickle for 8 s
+
+
+def test_a_trickling_entra_id_cannot_hold_the_worker(api: Api, app: App, sim, trickle: Trickle, clock, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from shared.bc import auth
+
+    monkeypatch.setattr(auth, "ENTRA_TOTAL_SECONDS", 1.0)
+    rebuild(monkeypatch, clock, AZURE_AUTHORITY_HOST=trickle.url)
+    body = {k: v for k, v in integration_body().items() if k not in ("name", "companyId")}
+    started = _time.monotonic()
+    reply = api.post("dynamics/companies", body)
+    elapsed = _time.monotonic() - started
+    assert reply.status == 502 and reply.error["code"] in ("bc_unavailable", "bc_auth_failed"), reply.body
+    assert trickle.connections >= 1 and elapsed < 4, elapsed
+
+
+def test_a_trickling_webhook_receiver_cannot_hold_the_worker(api: Api, app: App, sim, trickle: Trickle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from shared import webhooks
+
+    monkeypatch.setattr(webhooks, "TOTAL_SECONDS", 1.0)
+    created = api.create_integration(sim, entities=["suppliers"], webhookUrl=f"{trickle.url}/hook")
+    started = _time.monotonic()
+    assert api.sync(created["id"]).status == 200
+    elapsed = _time.monotonic() - started
+    [delivery] = api.get(f"integrations/{created['id']}/webhook-deliveries").data
+    assert delivery["status"] == "pending" and delivery["attempts"][0]["error"] == "ReadTimeout"
+    assert trickle.connections == 1 and elapsed < 6, elapsed

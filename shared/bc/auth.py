@@ -6,15 +6,18 @@ import logging
 import threading
 from collections import OrderedDict
 
+import httpx
 import msal
 import msal.exceptions
 import requests
 
 from shared.errors import BCAuthError, BCUnavailable
+from shared.outbound import MsalHttpClient
 
 log = logging.getLogger(__name__)
 
 BC_SCOPE = "https://api.businesscentral.dynamics.com/.default"
+ENTRA_TOTAL_SECONDS = 30.0
 _AUTH_ERRORS = {"invalid_client", "unauthorized_client", "invalid_tenant", "invalid_request", "invalid_grant"}
 
 
@@ -43,7 +46,7 @@ class TokenProvider:
             client_credential=self._secret,
             authority=self._authority,
             instance_discovery=False,  # a custom authority host must not call the public cloud
-            timeout=30,
+            http_client=MsalHttpClient(ENTRA_TOTAL_SECONDS),  # each call to Entra ID bounded in total
         )
 
     def _app(self) -> msal.ConfidentialClientApplication:
@@ -65,7 +68,7 @@ class TokenProvider:
     def token(self) -> str:
         try:
             result = self._app().acquire_token_for_client(scopes=[BC_SCOPE])
-        except requests.RequestException as error:
+        except (requests.RequestException, httpx.HTTPError) as error:
             self._forget_app()
             raise BCUnavailable(f"Microsoft Entra ID is unreachable: {type(error).__name__}", step="authentication") from None
         except msal.exceptions.MsalServiceError as error:

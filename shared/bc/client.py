@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import ssl
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -13,7 +11,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Iterator
 from urllib.parse import quote
 
-import certifi
 import httpx
 
 from shared.bc.auth import TokenProvider
@@ -21,6 +18,7 @@ from shared.bc.errors import decode_error
 from shared.clock import Clock
 from shared.destinations import origin_of
 from shared.errors import BCError, BCUnavailable
+from shared.outbound import bounded_client, ssl_context, total_deadline
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +41,6 @@ def service_root(*, api_base_url: str, tenant_id: str, environment: str, base_ur
     if base_url:
         return f"{base_url.rstrip('/')}/api/v2.0"
     return f"{api_base_url.rstrip('/')}/v2.0/{quote(tenant_id, safe='')}/{quote(environment, safe='')}/api/v2.0"
-
-
-def ssl_context() -> ssl.SSLContext:
-    """Trust from the standard variables, so a local authority with its own CA works as is."""
-    cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where()
-    return ssl.create_default_context(cafile=cafile)
 
 
 def odata_query(params: dict[str, str | None]) -> str:
@@ -97,7 +89,8 @@ class BCClient:
         self._page_size = page_size
         self._max_retries = max_retries
         self._max_retry_seconds = max_retry_seconds
-        self._http = httpx.Client(verify=ssl_context(), timeout=timeout_seconds, follow_redirects=False)
+        self._timeout = timeout_seconds  # per connect/read, and for each request in total
+        self._http = bounded_client(verify=ssl_context(), timeout=timeout_seconds)
         self.requests_made = 0
 
     def close(self) -> None:
@@ -198,7 +191,8 @@ class BCClient:
             delay: float | None = None
             try:
                 self.requests_made += 1
-                response = self._http.get(url, headers=headers)
+                with total_deadline(self._timeout):  # a trickling host cannot hold the worker
+                    response = self._http.get(url, headers=headers)
             except httpx.TransportError as error:
                 failure: BCError = BCUnavailable(f"Business Central is unreachable ({type(error).__name__})", step=step)
             else:
