@@ -31,11 +31,16 @@ class AzuriteServer:
     """In-memory Azurite Table service on a free port; node runs directly (not via npx)
     in its own session so stop() can kill the whole process group."""
 
-    def __init__(self, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
+    def __init__(self, host: str = "127.0.0.1", timeout: float = 30.0, *, oauth_cert: tuple[str, str] | None = None) -> None:
+        """`oauth_cert` = (certificate PEM, key PEM): serve HTTPS and accept bearer tokens
+        (`--oauth basic`: issuer, audience and lifetime checked, signature not), the way a
+        managed identity reaches storage."""
         self.host = host
         self.timeout = timeout
+        self.oauth_cert = oauth_cert
         self.port: int | None = None
         self.connection_string = ""
+        self.account_url = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -55,6 +60,8 @@ class AzuriteServer:
         self._log = tempfile.TemporaryFile()
         args = [node, str(TABLE_MAIN), "--tableHost", self.host, "--tablePort", str(self.port),
                 "--inMemoryPersistence", "--disableTelemetry", "--silent"]
+        if self.oauth_cert:
+            args += ["--oauth", "basic", "--cert", self.oauth_cert[0], "--key", self.oauth_cert[1]]
         self._proc = subprocess.Popen(
             args, cwd=tempfile.gettempdir(), stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT, start_new_session=True,
@@ -65,6 +72,8 @@ class AzuriteServer:
         except BaseException:
             self.stop()
             raise
+        scheme = "https" if self.oauth_cert else "http"
+        self.account_url = f"{scheme}://{self.host}:{self.port}/devstoreaccount1"
         self.connection_string = (
             "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
             f"AccountKey={ACCOUNT_KEY};TableEndpoint=http://{self.host}:{self.port}/devstoreaccount1;"

@@ -105,3 +105,80 @@ def test_an_unhandled_error_never_logs_the_function_key(app: App, caplog: pytest
     assert body == {"success": False, "error": {"code": "internal_error", "message": "Internal error"}}
     assert caplog.records and "/api/integrations" in caplog.text
     assert "SECRETFUNCTIONKEY123" not in caplog.text and "code=" not in caplog.text
+
+
+# -- a token credential against a real Azurite (HTTPS, --oauth basic) --------------------------------
+import time as _time
+from pathlib import Path as _Path
+from typing import Iterator as _Iterator
+
+import trustme
+from azure.core.credentials import AccessToken
+
+from devtools.azurite import AzuriteServer
+
+
+def _jwt(audience: str) -> str:
+    """What a managed identity hands out for storage; Azurite checks issuer, audience and lifetime."""
+    def part(data: dict) -> str:
+        return _b64.urlsafe_b64encode(_json.dumps(data).encode()).decode().rstrip("=")
+
+    now = int(_time.time())
+    claims = {"aud": audience, "iss": "https://sts.windows.net/7b0f3c1e-4d2a-4f6b-9c8e-2a1d5e6f7a80/", "iat": now - 60,
+              "nbf": now - 60, "exp": now + 3600, "oid": "5c1d3f00-0000-4000-8000-00000000beef"}
+    return f"{part({'typ': 'JWT', 'alg': 'RS256'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+class FakeManagedIdentity:
+    """Stands in for Entra ID's managed identity endpoint (the process boundary), sync and aio."""
+
+    def __init__(self, audience: str = "https://storage.azure.com") -> None:
+        self.audience = audience
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str, **_: object) -> AccessToken:
+        self.scopes.append(scopes)
+        return AccessToken(_jwt(self.audience), int(_time.time()) + 3600)
+
+
+class FakeAsyncManagedIdentity(FakeManagedIdentity):
+    async def get_token(self, *scopes: str, **_: object) -> AccessToken:  # type: ignore[override]
+        return FakeManagedIdentity.get_token(self, *scopes)
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def oauth_azurite(tmp_path_factory: pytest.TempPathFactory) -> _Iterator[tuple[AzuriteServer, trustme.CA]]:
+    ca = trustme.CA(organization_name="azurite test CA")
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    folder = tmp_path_factory.mktemp("azurite-tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    with AzuriteServer(oauth_cert=(str(cert), str(key))) as server:
+        yield server, ca
+
+
+def test_the_store_works_with_a_token_credential_sync_and_aio(
+    oauth_azurite: tuple[AzuriteServer, trustme.CA], env: dict, tmp_path: _Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, ca = oauth_azurite
+    bundle = tmp_path / "ca.pem"  # the simulator's CA and Azurite's
+    bundle.write_bytes(_Path(env["SSL_CERT_FILE"]).read_bytes() + ca.cert_pem.bytes())
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    identity, aio_identity = FakeManagedIdentity(), FakeAsyncManagedIdentity()
+    store = TableStore.from_account_url(server.account_url, credential=identity, async_credential=lambda: aio_identity, prefix="mi")
+    entities = [("upsert", {"PartitionKey": "p", "RowKey": f"{i:03}", "n": i}) for i in range(150)]
+    assert store.write("Probe", entities) == []  # the aio batched writer, through the token
+    assert [e["n"] for e in store.query("Probe", "PartitionKey eq 'p'")][:3] == [0, 1, 2]
+    assert identity.scopes and all(s == ("https://storage.azure.com/.default",) for s in identity.scopes)
+    assert aio_identity.scopes  # the aio client asked its own credential
+
+    wrong = TableStore.from_account_url(server.account_url, credential=FakeManagedIdentity("https://vault.azure.net"))
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+    with pytest.raises((ClientAuthenticationError, HttpResponseError)):
+        wrong.table("Probe")  # Azurite really checks the token: a wrong audience is refused

@@ -7,6 +7,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -51,12 +52,15 @@ class TableStore:
         if account_url:
             if credential is None:
                 raise ValueError("an account URL needs a credential")
-            self._service = TableServiceClient(endpoint=account_url, credential=credential)
+            # Trust from the standard variables (design.md section 4): aiohttp would not read them.
+            cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
+            tls: dict[str, Any] = {"connection_verify": cafile} if cafile else {}
+            self._service = TableServiceClient(endpoint=account_url, credential=credential, **tls)
             make_async = async_credential
             #: The aio writer keeps one client per storage target.
             self._target = f"url:{account_url}"
             self._async_factory: Callable[[], AsyncTableServiceClient] = lambda: AsyncTableServiceClient(
-                endpoint=account_url, credential=make_async() if make_async else credential
+                endpoint=account_url, credential=make_async() if make_async else credential, **tls
             )
         elif connection_string:
             self._service = TableServiceClient.from_connection_string(connection_string)
