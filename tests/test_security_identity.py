@@ -157,7 +157,7 @@ def oauth_azurite(tmp_path_factory: pytest.TempPathFactory) -> _Iterator[tuple[A
     cert, key = folder / "cert.pem", folder / "key.pem"
     leaf.cert_chain_pems[0].write_to_path(str(cert))
     leaf.private_key_pem.write_to_path(str(key))
-    with AzuriteServer(oauth_cert=(str(cert), str(key))) as server:
+    with AzuriteServer(oauth_cert=(str(cert), str(key)), queues=False) as server:
         yield server, ca
 
 

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx
 
 from shared.bc.auth import TokenProvider
+from shared.bc.budget import RequestBudget
 from shared.bc.errors import decode_error
 from shared.clock import Clock
 from shared.destinations import origin_of
@@ -79,10 +80,12 @@ class BCClient:
         max_retries: int = 5,
         max_retry_seconds: float = 120.0,
         timeout_seconds: float = 60.0,
+        budget: "RequestBudget | None" = None,
     ) -> None:
         self.root = root.rstrip("/")
         #: The only origin (scheme, host, port) this client ever sends its bearer token to.
         self.origin = origin_of(self.root)
+        self._budget = budget
         self.company_id = company_id
         self._tokens = tokens
         self._clock = clock
@@ -144,12 +147,13 @@ class BCClient:
         select: list[str] | None = None,
         filter: str | None = None,
         expand: str | None = None,
+        orderby: str | None = None,
         start_url: str | None = None,
     ) -> Iterator[Page]:
         """Pages of an entity set; `start_url` resumes at a nextLink saved by an earlier run."""
         url = start_url
         if url is None:
-            query = odata_query({"$select": ",".join(select) if select else None, "$filter": filter, "$expand": expand})
+            query = odata_query({"$select": ",".join(select) if select else None, "$filter": filter, "$expand": expand, "$orderby": orderby})
             url = f"{self.company_url}/{entity_set}" + (f"?{query}" if query else "")
         return self._pages(url, step="read")
 
@@ -191,8 +195,12 @@ class BCClient:
             delay: float | None = None
             try:
                 self.requests_made += 1
-                with total_deadline(self._timeout):  # a trickling host cannot hold the worker
-                    response = self._http.get(url, headers=headers)
+                if self._budget is None:
+                    with total_deadline(self._timeout):  # a trickling host cannot hold the worker
+                        response = self._http.get(url, headers=headers)
+                else:
+                    with self._budget.request(), total_deadline(self._timeout):  # BC's limits across every instance
+                        response = self._http.get(url, headers=headers)
             except httpx.TransportError as error:
                 failure: BCError = BCUnavailable(f"Business Central is unreachable ({type(error).__name__})", step=step)
             else:
