@@ -96,6 +96,16 @@ DELIVERY = {
                    "status": {"enum": ["pending", "delivered", "failed"]}, "attempts": {"type": "array"},
                    "nextAttemptAt": NULLABLE_STRING, "createdAt": {"type": "string"}, "payload": {"type": "object"}},
 }
+RUN = {
+    "type": "object",
+    "required": ["runId", "integrationId", "status", "trigger", "mode", "entities"],
+    "properties": {"runId": {"type": "string"}, "integrationId": {"type": "string"},
+                   "status": {"enum": ["queued", "running", "succeeded", "failed"]}, "trigger": {"type": "string"},
+                   "mode": {"type": "string"}, "modifiedSince": NULLABLE_STRING, "entities": {"type": "array", "items": {"type": "string"}},
+                   "createdAt": NULLABLE_STRING, "startedAt": NULLABLE_STRING, "finishedAt": NULLABLE_STRING,
+                   "progress": {"type": "object"}, "counts": {"type": "object"}, "error": {"type": ["object", "null"]},
+                   "slices": {"type": ["integer", "null"]}, "bcRequests": {"type": ["integer", "null"]}},
+}
 ERROR = {
     "type": "object",
     "required": ["success", "error"],
@@ -112,7 +122,8 @@ def build() -> dict[str, Any]:
         [(m, "validation") for m in (IntegrationCreate, IntegrationUpdate, CompanyDiscovery, SyncBody)], ref_template=REF
     )
     schemas: dict[str, Any] = dict(generated.get("$defs", {}))
-    schemas.update({"Integration": INTEGRATION, "Company": COMPANY, "SyncLogEntry": LOG_ENTRY, "WebhookDelivery": DELIVERY, "Error": ERROR})
+    schemas.update({"Integration": INTEGRATION, "Company": COMPANY, "SyncLogEntry": LOG_ENTRY, "WebhookDelivery": DELIVERY,
+                    "SyncRun": RUN, "Error": ERROR})
     integration, paged_integrations = _ref("Integration"), {"type": "array", "items": _ref("Integration")}
     counts = {"type": "object", "additionalProperties": {"type": "object", "properties": {
         "created": {"type": "integer"}, "updated": {"type": "integer"}, "errors": {"type": "integer"}}}}
@@ -135,7 +146,13 @@ def build() -> dict[str, Any]:
         "/integrations/{id}/dynamics/sync": {
             "parameters": [ID],
             "post": {"operationId": "syncIntegration", "requestBody": _body("SyncBody", required=False),
-                     "responses": _responses(200, counts, [400, 404, 409, 413, 429, 502])},
+                     "parameters": [_param("Prefer", "header", {"enum": ["respond-async"]})],
+                     "responses": {**_responses(200, counts, [400, 404, 409, 413, 429, 502]), "202": {
+                         "description": "Prefer: respond-async: the run is queued; follow Location",
+                         "headers": {"Location": {"schema": {"type": "string"}}, "Retry-After": {"schema": {"type": "string"}}},
+                         "content": {"application/json": {"schema": _success({"type": "object", "required": ["runId", "status"],
+                                                                                "properties": {"runId": {"type": "string"},
+                                                                                               "status": {"type": "string"}}})}}}}},
         },
         "/integrations/{id}/dynamics/test": {
             "parameters": [ID],
@@ -148,6 +165,15 @@ def build() -> dict[str, Any]:
         "/dynamics/companies": {
             "post": {"operationId": "discoverCompanies", "requestBody": _body("CompanyDiscovery"),
                      "responses": _responses(200, companies, [400, 413, 429, 502])},
+        },
+        "/integrations/{id}/sync-runs": {
+            "parameters": [ID],
+            "get": {"operationId": "listSyncRuns", "parameters": [TOP, TOKEN],
+                    "responses": _responses(200, {"type": "array", "items": _ref("SyncRun")}, [400, 404], paged=True)},
+        },
+        "/integrations/{id}/sync-runs/{runId}": {
+            "parameters": [ID, _param("runId", "path", {"type": "string", "minLength": 1, "maxLength": 100})],
+            "get": {"operationId": "getSyncRun", "responses": _responses(200, _ref("SyncRun"), [404])},
         },
         "/integrations/{id}/sync-logs": {
             "parameters": [ID],
