@@ -136,3 +136,19 @@ def test_allowed_hosts_default_to_the_bc_api_host(env: dict[str, str], monkeypat
     assert load_settings().bc_allowed_hosts == (env["BC_API_BASE_URL"].removeprefix("https://"),)
     monkeypatch.delenv("BC_API_BASE_URL")
     assert load_settings().bc_allowed_hosts == ("api.businesscentral.dynamics.com:443",)
+
+
+def test_a_sync_with_a_saved_checkpoint_to_another_host_restarts_without_sending_the_token(
+    api: Api, app: App, sim: BCSimulator, trap: Trap
+) -> None:
+    """A checkpoint (a stored nextLink) pointing elsewhere, as a tampered or stale record would:
+    the sync refuses it, restarts the pass at its own BC and completes."""
+    from shared.storage.state import Checkpoint, TypeState
+
+    created = api.create_integration(sim, entities=["suppliers"])
+    foreign = f"{trap.url}/v2.0/x/production/api/v2.0/companies(1)/vendors?$skiptoken=1"
+    app.states.save(created["id"], "suppliers", TypeState(checkpoint=Checkpoint("run-old", None, foreign, "2024-01-01T00:00:00Z", None)))
+    reply = api.sync(created["id"])
+    assert reply.status == 200, reply.body
+    assert reply.data["suppliers"]["created"] == 45
+    assert trap.hits == []
