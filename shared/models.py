@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError as PydanticValidationError, field_validator, model_validator
 
+from shared.bounds import check_name, check_property_size
 from shared.clock import parse_iso
 from shared.entities import DEFAULT_ENTITIES, ENTITY_TYPES
 from shared.errors import ValidationError
@@ -37,6 +38,8 @@ def _check_url(value: str | None, field: str) -> str | None:
     parts = urlsplit(value)
     if not parts.hostname or parts.scheme not in ("http", "https"):
         raise ValueError(f"{field} must be an absolute https URL")
+    if parts.scheme == "http" and field == "baseUrl":
+        raise ValueError("baseUrl must use https")
     if parts.scheme == "http":
         host = parts.hostname
         loopback = host == "localhost"
@@ -61,7 +64,7 @@ class FieldMapping(BaseModel):
     @field_validator("source", "target")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not PROPERTY_NAME.match(value):
+        if not PROPERTY_NAME.fullmatch(value):  # fullmatch: `$` would let a trailing newline through
             raise ValueError("must be a property name: letters, digits and _, not starting with a digit")
         return value
 
@@ -87,6 +90,8 @@ def _check_mappings(mappings: dict[str, list[FieldMapping]] | None) -> None:
             raise ValueError(f"fieldMappings.{key}: target '{clash[0]}' is a standard field of {key}")
         if len(items) > 100:
             raise ValueError(f"fieldMappings.{key}: at most 100 mappings")
+    if mappings:
+        check_property_size({k: [m.model_dump() for m in v] for k, v in mappings.items()}, "fieldMappings")
 
 
 class _Checked(BaseModel):
@@ -96,6 +101,11 @@ class _Checked(BaseModel):
     @classmethod
     def _url(cls, value: str | None, info: Any) -> str | None:
         return _check_url(value, info.field_name)
+
+    @field_validator("name", check_fields=False)
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        return check_name(value) if value is not None else None
 
     @field_validator("entities", check_fields=False)
     @classmethod

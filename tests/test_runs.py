@@ -44,7 +44,7 @@ def _queue_length(app: App) -> int:
 
 
 # -- asynchronous sync and its status -----------------------------------------------------------
-def test_an_async_sync_answers_202_and_its_run_shows_progress_until_it_succeeds(api: Api, app: App, sim: BCSimulator) -> None:
+def test_an_async_sync_answers_202_and_its_run_shows_progress_until_it_succeeds(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
     integration = api.create_integration(sim)
     reply = api.post(f"integrations/{integration['id']}/dynamics/sync", {"mode": "full"}, headers=ASYNC)
     assert reply.status == 202, reply.body
@@ -69,6 +69,7 @@ def test_an_async_sync_answers_202_and_its_run_shows_progress_until_it_succeeds(
     shown = api.get(f"integrations/{integration['id']}").data
     assert shown["status"] == "connected" and shown["syncInProgress"] is False
 
+    clock.advance(1)  # run ids sort by their creation time
     second = api.post(f"integrations/{integration['id']}/dynamics/sync", {"mode": "delta"}, headers=ASYNC).data["runId"]
     drain(app)
     listed = api.get(f"integrations/{integration['id']}/sync-runs").body

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import ssl
 import threading
 import time
 import uuid
@@ -104,6 +105,14 @@ class BCSimulator:
         if self._certs is None:
             raise RuntimeError("BCSimulator is not started")
         return self._certs.ca_path
+
+    @property
+    def server_tls_context(self) -> ssl.SSLContext:
+        """The simulator's server-side TLS context (a 127.0.0.1 leaf of its CA): lets a test run a
+        second HTTPS listener the service's clients would trust, to see whether anything arrives."""
+        if self._certs is None:
+            raise RuntimeError("BCSimulator is not started")
+        return self._certs.server_context
 
     # ---- clock -------------------------------------------------------------------------------
     @property

@@ -10,8 +10,9 @@ import azure.functions as func
 from shared.app import App
 from shared.bc.auth import TokenProvider
 from shared.clock import parse_iso, to_iso
+from shared.destinations import check_base_url, check_webhook_url
 from shared.entities import ENTITY_TYPES
-from shared.errors import ConflictError, NotFound, ValidationError
+from shared.errors import ConflictError, NotFound, QuotaExceeded, ValidationError
 from shared.http import Request, ok
 from shared.models import DelegatedIntegrationCreate, IntegrationCreate, IntegrationUpdate, validate
 from shared.storage.integrations import Integration
@@ -20,11 +21,37 @@ from shared.storage.state import TypeState
 WHERE_TO = ("tenantId", "environment", "companyId", "baseUrl")
 #: A delegated sign-in is only good for the tenant, environment and host it was made for.
 SIGN_IN_BOUND_TO = ("tenantId", "environment", "baseUrl")
+#: Fields that decide where the stored secret is sent: changing one needs the secret again.
+DESTINATION = ("tenantId", "environment", "baseUrl", "clientId")
 
 
 def _where(field: str, value: str | None) -> str | None:
     """A WHERE_TO value as compared: GUIDs, tenant domains and environment names ignore case."""
     return value.lower() if value is not None and field != "baseUrl" else value
+
+
+def check_destinations(app: App, body: object) -> None:
+    """baseUrl on an allowed BC host, webhookUrl on a public https host (design.md section 12)."""
+    fields = getattr(body, "model_fields_set", set())
+    if "baseUrl" in fields:
+        check_base_url(getattr(body, "baseUrl", None), app.settings.bc_allowed_hosts)
+    if "webhookUrl" in fields:
+        check_webhook_url(getattr(body, "webhookUrl", None), allow_private=app.settings.allow_private_webhooks)
+
+
+def _check_quota(app: App, user_id: str) -> None:
+    """MAX_INTEGRATIONS_PER_USER: disconnected ones count too (they keep their data)."""
+    limit = app.settings.max_integrations_per_user
+    count, token = 0, None
+    while True:
+        page, token = app.integrations.list_for_user(user_id, top=1000, continuation_token=token)
+        count += len(page)
+        if count >= limit:
+            raise QuotaExceeded(
+                f"This user already has {count} integrations, the most allowed (MAX_INTEGRATIONS_PER_USER={limit})"
+            )
+        if not token:
+            return
 
 
 def load(request: Request) -> Integration:
@@ -97,6 +124,8 @@ def create(request: Request) -> func.HttpResponse:
     raw = request.json(required=True) or {}
     delegated = raw.get("authMode") == "delegated"
     body: IntegrationCreate = validate(DelegatedIntegrationCreate if delegated else IntegrationCreate, raw)
+    check_destinations(app, body)
+    _check_quota(app, request.user_id)
     now = to_iso(app.clock.now())
     integration = Integration(
         id=Integration.new_id(),
@@ -144,6 +173,7 @@ def update(request: Request) -> func.HttpResponse:
     current = load(request)
     body: IntegrationUpdate = validate(IntegrationUpdate, request.json(required=True) or {})
     fields = body.model_fields_set
+    check_destinations(app, body)
     webhook_secret: list[str] = []
     moved = any(f in fields and _where(f, getattr(body, f)) != _where(f, getattr(current, f)) for f in WHERE_TO)
     delegated = current.authMode == "delegated"
@@ -153,6 +183,10 @@ def update(request: Request) -> func.HttpResponse:
     signed_out = delegated and any(
         f in fields and _where(f, getattr(body, f)) != _where(f, getattr(current, f)) for f in SIGN_IN_BOUND_TO
     )
+    redirected = [f for f in DESTINATION if f in fields and _where(f, getattr(body, f)) != _where(f, getattr(current, f))]
+    if not delegated and redirected and "clientSecret" not in fields:
+        # Otherwise the stored secret (and the token it buys) would go to a new destination.
+        raise ValidationError(f"clientSecret: is required when {', '.join(redirected)} changes; send the secret again in the same body")
 
     def change(integration: Integration) -> None:
         for name in fields - {"clientSecret", "fieldMappings"}:

@@ -16,6 +16,7 @@ from shared.runs.dispatch import RunActive, RunRequest, abandon, start_run
 from shared.runs.model import FAILED, Run
 from shared.runs.slices import run_slice
 from shared.storage.integrations import Integration
+from shared.storage.ratelimits import check_manual_sync
 
 RETRY_AFTER_SECONDS = 2
 
@@ -49,6 +50,7 @@ def sync(request: Request) -> func.HttpResponse:
     require_company(integration)  # delegated: 409 company_not_selected until PATCH companyId
     run_request = parse_request(request, integration)
     app = request.app
+    check_manual_sync(app, integration.id)  # 429 beyond MANUAL_SYNCS_PER_HOUR
     if wants_async(request):
         started = start_run(app, integration, run_request, enqueue=True)
         location = f"/api/integrations/{integration.id}/sync-runs/{started.run.runId}"

@@ -148,7 +148,9 @@ def _log(app: App, run: Run, key: str, progress: TypeProgress, now: Any) -> None
 def _notify(app: App, integration: Integration, run: Run, now: Any) -> None:
     failed = run.status == FAILED
     try:
-        WebhookNotifier(app.deliveries, app.integrations, app.box, app.clock).notify(
+        WebhookNotifier(
+            app.deliveries, app.integrations, app.box, app.clock, allow_private=app.settings.allow_private_webhooks
+        ).notify(
             integration,
             {
                 "event": "sync.failed" if failed else "sync.completed",
