@@ -8,6 +8,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+import shared.telemetry  # noqa: F401 - configures Application Insights once, when its connection string is set
 from shared.bc.auth import TokenProvider
 from shared.bc.client import BCClient, service_root
 from shared.clock import Clock, SystemClock

@@ -15,6 +15,7 @@ from shared.storage.leases import LeaseLost
 from shared.storage.logs import new_run_id
 from shared.sync.engine import PassOptions, Paused, TypeResult, TypeSync
 from shared.webhooks import WebhookNotifier
+from shared import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,9 @@ class SyncRunner:
             metadata=metadata,
             created_at=self.app.clock.now(),
         )
+        telemetry.type_finished(integration_id=integration.id, run_id=run_id, data_type=key, status=outcome.status,
+                                counts=outcome.to_api(), trigger=request.trigger, mode=request.mode,
+                                error=outcome.error, paused=outcome.paused)
 
     def _finish(self, integration: Integration, request: SyncRequest, outcome: RunOutcome, started: datetime) -> None:
         now = self.app.clock.now()
@@ -216,6 +220,9 @@ class SyncRunner:
         updated = self.app.integrations.update(integration.userId, integration.id, change) or integration
         records = {k: t.result.created + t.result.updated for k, t in outcome.types.items()}
         self.app.stats.record(integration.id, now, failed=outcome.failed, records=records)
+        telemetry.run_finished(integration_id=integration.id, run_id=outcome.run_id, status=summary["status"],
+                               trigger=request.trigger, mode=request.mode, bc_requests=outcome.bc_requests,
+                               duration_ms=(now - started).total_seconds() * 1000, counts=summary["counts"], error=failure)
         event = "sync.failed" if outcome.failed else "sync.completed"
         self.notifier.notify(
             updated,
