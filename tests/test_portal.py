@@ -1,0 +1,235 @@
+"""The monitoring page in a real browser: headless Chromium (Debian's `chromium` + `chromium-driver`)
+driven by Selenium against the local Functions host, Azurite and the BC simulator.
+
+These tests never skip: without the browser they fail saying what to install (scripts/test.sh
+installs it when it can)."""
+from __future__ import annotations
+
+import shutil
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from devtools.bcsim import DEMO_CLIENT_ID, DEMO_TENANT_ID, BCSimulator
+from devtools.funchost import FunctionHost
+from tests.support import ROOT, Api
+
+USER = "portal-user@contoso.com"
+WAIT = 60
+
+
+def chromium_paths() -> tuple[str, str]:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.fail("The browser tests need Chromium and its driver: apt-get install -y chromium chromium-driver "
+                    "(scripts/test.sh does it when run as root)", pytrace=False)
+    return browser, driver
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver_path = chromium_paths()
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,1000", "--no-first-run", "--disable-extensions"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver.set_page_load_timeout(WAIT)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def portal(env: dict[str, str]) -> Iterator[str]:
+    """The local host over real HTTP, acting as USER for requests without an identity (dev flag)."""
+    with FunctionHost(ROOT, demo_principal=USER) as host:
+        yield f"{host.base_url}/api/portal"
+
+
+@pytest.fixture
+def owner(env: dict[str, str]) -> Api:
+    return Api(user=USER)
+
+
+def wait_for(browser: Any, condition: Callable[[Any], Any], what: str) -> Any:
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(browser, WAIT, poll_frequency=0.1).until(condition)
+    except TimeoutException:
+        notice = browser.execute_script("return document.getElementById('notice')?.textContent")
+        raise AssertionError(f"timed out waiting for {what}; page notice: {notice!r}") from None
+
+
+def open_page(browser: Any, url: str) -> None:
+    browser.get(url)
+    wait_for(browser, lambda b: b.execute_script("return document.body.dataset.loaded"), "the page to load")
+    assert browser.execute_script("return document.body.dataset.loaded") == "true", browser.find_element("id", "notice").text
+
+
+def card(browser: Any, integration_id: str) -> Any:
+    return browser.find_element("css selector", f'article.integration[data-id="{integration_id}"]')
+
+
+def light(browser: Any, integration_id: str) -> str:
+    return card(browser, integration_id).find_element("css selector", ".light").get_attribute("data-status")
+
+
+def wait_light(browser: Any, integration_id: str, status: str) -> None:
+    def shows(b: Any) -> bool:
+        try:
+            return light(b, integration_id) == status
+        except Exception:  # the card is being re-rendered
+            return False
+
+    wait_for(browser, shows, f"the status light to show {status}")
+
+
+def click(browser: Any, integration_id: str, selector: str) -> None:
+    card(browser, integration_id).find_element("css selector", selector).click()
+
+
+def run_result(browser: Any, integration_id: str) -> str:
+    return wait_for(
+        browser,
+        lambda b: card(b, integration_id).find_element("css selector", ".progress").get_attribute("data-result"),
+        "the sync to end",
+    )
+
+
+def bars(browser: Any, integration_id: str) -> dict[str, str]:
+    rows = card(browser, integration_id).find_elements("css selector", ".progress .type")
+    return {r.get_attribute("data-type"): r.find_element("css selector", ".fill").get_attribute("data-percent") for r in rows}
+
+
+def test_the_page_shows_integrations_and_the_light_follows_sync_and_refused_credentials(
+    browser: Any, portal: str, owner: Api, sim: BCSimulator
+) -> None:
+    integration = owner.create_integration(sim)
+    iid = integration["id"]
+    open_page(browser, portal)
+    assert light(browser, iid) == "never_synced"
+    assert card(browser, iid).find_element("css selector", ".last-sync").text == "never"
+
+    click(browser, iid, "button.sync")
+    assert run_result(browser, iid) == "succeeded"
+    assert bars(browser, iid) == {"suppliers": "100", "products": "100"}
+    wait_light(browser, iid, "connected")
+    shown = card(browser, iid)
+    assert shown.find_element("css selector", ".last-sync").text != "never"
+    assert shown.find_element("css selector", ".next-sync").text != "not scheduled"
+    # the 24 h chart now has a bar for this hour's records
+    day = shown.find_element("css selector", '.chart[data-window="24h"]')
+    assert day.find_elements("css selector", "rect.bar[height]")
+    assert "1 runs, 0 failed, 275 records written" in day.text
+
+    sim.set_client_secret(DEMO_TENANT_ID, DEMO_CLIENT_ID, "rotated-by-the-bc-admin")
+    sim.revoke_tokens()  # Entra ID drops the tokens issued under the old secret
+    click(browser, iid, "button.sync")
+    assert run_result(browser, iid) == "failed"
+    wait_light(browser, iid, "auth_expired")
+    assert "bc_auth_failed" in card(browser, iid).find_element("css selector", ".last-error").text
+    day = card(browser, iid).find_element("css selector", '.chart[data-window="24h"]')
+    assert "2 runs, 1 failed" in day.text and day.find_elements("css selector", "rect.fail")
+
+
+def test_the_error_log_shows_a_failed_record_with_its_error_and_data(
+    browser: Any, portal: str, owner: Api, sim: BCSimulator
+) -> None:
+    company = sim.company()
+    bad = company.records("vendors")[3]["id"]
+    company.update("vendors", bad, displayName=None)
+    integration = owner.create_integration(sim)
+    assert owner.sync(integration["id"]).status == 200
+    open_page(browser, portal)
+    click(browser, integration["id"], "button.show-errors")
+    rows = wait_for(
+        browser, lambda b: card(b, integration["id"]).find_elements("css selector", ".errors tr.error-row"), "error rows"
+    )
+    (row,) = rows
+    assert row.find_element("css selector", ".record").text == bad
+    assert row.find_element("css selector", ".message").text == "Missing required field: name"
+    assert row.find_element("css selector", ".data").text == '{"displayName":null}'
+    assert row.get_attribute("data-status") == "PARTIAL"
+
+
+def test_a_failed_run_appears_in_the_error_log_with_its_error(
+    browser: Any, portal: str, owner: Api, sim: BCSimulator
+) -> None:
+    integration = owner.create_integration(sim)
+    sim.set_client_secret(DEMO_TENANT_ID, DEMO_CLIENT_ID, "rotated-again")
+    assert owner.sync(integration["id"]).status == 502
+    open_page(browser, portal)
+    click(browser, integration["id"], "button.show-errors")
+    rows = wait_for(
+        browser, lambda b: card(b, integration["id"]).find_elements("css selector", ".errors tr.error-row"), "error rows"
+    )
+    assert {r.get_attribute("data-status") for r in rows} == {"FAILED"}
+    assert all(r.find_element("css selector", ".message").text.startswith("bc_auth_failed: ") for r in rows)
+
+
+def test_disconnect_asks_for_confirmation(browser: Any, portal: str, owner: Api, sim: BCSimulator) -> None:
+    integration = owner.create_integration(sim)
+    iid = integration["id"]
+    open_page(browser, portal)
+    dialog = browser.find_element("id", "confirm-disconnect")
+
+    click(browser, iid, "button.disconnect")
+    assert dialog.get_attribute("open") is not None and dialog.is_displayed()
+    assert integration["name"] in dialog.text
+    browser.find_element("id", "cancel-disconnect").click()
+    assert dialog.get_attribute("open") is None
+    assert owner.get(f"integrations/{iid}").data["status"] == "never_synced"
+
+    click(browser, iid, "button.disconnect")
+    browser.find_element("id", "confirm-disconnect-button").click()
+    wait_light(browser, iid, "disconnected")
+    assert owner.get(f"integrations/{iid}").data["status"] == "disconnected"
+    assert not card(browser, iid).find_element("css selector", "button.sync").is_enabled()
+
+
+def test_the_page_only_shows_the_callers_integrations(browser: Any, portal: str, owner: Api, sim: BCSimulator) -> None:
+    mine = owner.create_integration(sim)
+    other = owner.as_user("someone-else").create_integration(sim)
+    open_page(browser, portal)
+    ids = [e.get_attribute("data-id") for e in browser.find_elements("css selector", "article.integration")]
+    assert ids == [mine["id"]] and other["id"] not in ids
+
+
+def test_without_an_identity_the_page_says_so(browser: Any, env: dict[str, str]) -> None:
+    with FunctionHost(ROOT) as host:  # no demo principal: like Azure without App Service Authentication
+        browser.get(f"{host.base_url}/api/portal")
+        wait_for(browser, lambda b: b.execute_script("return document.body.dataset.loaded"), "the page to load")
+        assert browser.execute_script("return document.body.dataset.loaded") == "error"
+        assert "unauthenticated" in browser.find_element("id", "notice").text
+
+
+def test_the_function_key_from_the_url_is_sent_and_removed_from_the_address(browser: Any, env: dict[str, str], sim: BCSimulator) -> None:
+    with FunctionHost(ROOT, function_key="k3y-for-test", demo_principal=USER) as host:
+        Api(user=USER).create_integration(sim)
+        browser.get(f"{host.base_url}/api/portal?code=k3y-for-test")
+        wait_for(browser, lambda b: b.execute_script("return document.body.dataset.loaded"), "the page to load")
+        assert browser.execute_script("return document.body.dataset.loaded") == "true"
+        assert "code=" not in browser.current_url
+        assert len(browser.find_elements("css selector", "article.integration")) == 1
+
+
+def test_the_page_serves_only_its_own_files_with_a_strict_policy(env: dict[str, str]) -> None:
+    """No browser needed: traversal and unknown names are 404, files carry CSP and nosniff."""
+    api = Api(user=None)  # the page itself is anonymous; its data calls are not
+    for path in ("portal", "portal/", "portal/index.html", "portal/app.js", "portal/style.css"):
+        status, headers, body = api.host.handle("GET", f"http://localhost/api/{path}", {}, b"")
+        assert status == 200, path
+        assert "frame-ancestors 'none'" in dict(headers)["Content-Security-Policy"]
+        assert dict(headers)["X-Content-Type-Options"] == "nosniff"
+    status, headers, body = api.host.handle("GET", "http://localhost/api/portal", {}, b"")
+    assert dict(headers)["Content-Type"].startswith("text/html") and b"/api/portal/app.js" in body
+    for path in ("portal/../host.json", "portal/%2e%2e/host.json", "portal/.hidden.js", "portal/nope.js",
+                 "portal/sub/app.js", "portal/..%5Chost.json"):
+        assert api.host.handle("GET", f"http://localhost/api/{path}", {}, b"")[0] == 404, path
