@@ -123,6 +123,7 @@ function chart(title, hourly, hours, width, summary) {
 // -- error log -------------------------------------------------------------------------------
 async function loadErrors(card, integration) {
   const box = card.querySelector(".errors");
+  box.dataset.state = "loading";
   box.replaceChildren(el("h3", { text: "Error log" }), el("p", { class: "none", text: "Loading…" }));
   const rows = [];
   try {
@@ -143,12 +144,14 @@ async function loadErrors(card, integration) {
     }
   } catch (error) {
     box.replaceChildren(el("h3", { text: "Error log" }), el("p", { class: "none", text: `Could not read the logs: ${error.message}` }));
+    box.dataset.state = "failed";
     return;
   }
   rows.sort((a, b) => String(b.at).localeCompare(String(a.at)));
   const heading = el("h3", { text: `Error log (${rows.length})` });
   if (!rows.length) {
     box.replaceChildren(heading, el("p", { class: "none", text: "No failed records or failed runs in the kept logs." }));
+    box.dataset.state = "loaded";
     return;
   }
   const table = el("table", {}, el("thead", {}, el("tr", {},
@@ -162,6 +165,7 @@ async function loadErrors(card, integration) {
   }
   table.append(body);
   box.replaceChildren(heading, table);
+  box.dataset.state = "loaded";
 }
 
 // -- sync now, with a progress bar per data type ------------------------------------------------
@@ -212,6 +216,7 @@ async function syncNow(card, integration) {
   box.replaceChildren(el("h3", { text: "Sync in progress" }));
   for (const type of integration.entities || []) box.append(progressRow(type));
   const path = `/integrations/${encodeURIComponent(integration.id)}`;
+  let result = "failed";
   try {
     const reply = await api("POST", `${path}/dynamics/sync`, { headers: { Prefer: "respond-async" } });
     if (reply.status === 202) {
@@ -223,7 +228,7 @@ async function syncNow(card, integration) {
         showRun(box, run);
         if (run.status === "succeeded" || run.status === "failed") {
           box.querySelector("h3").textContent = run.status === "succeeded" ? "Sync finished" : `Sync failed: ${(run.error || {}).message || ""}`;
-          box.dataset.result = run.status;
+          result = run.status;
           break;
         }
         await new Promise((resolve) => setTimeout(resolve, POLL_MS));
@@ -234,18 +239,18 @@ async function syncNow(card, integration) {
       showRun(box, { status: "succeeded", counts: reply.data });
       const paused = Object.values(reply.data).some((c) => c.paused);
       box.querySelector("h3").textContent = paused ? "Sync paused at its time budget: it continues by itself" : "Sync finished";
-      box.dataset.result = "succeeded";
+      result = "succeeded";
     }
   } catch (error) {
-    box.dataset.result = "failed";
     box.querySelector("h3").textContent = `Sync failed: ${error.code}: ${error.message}`;
     for (const row of box.querySelectorAll(".type:not(.done)")) {
       setProgress(box, row.dataset.type, { percent: 100, text: "not synced", failed: true });
     }
-  } finally {
-    button.disabled = false;
   }
+  // Draw the card again (status light, last/next sync, charts); the bars move to the new card.
   await refreshOne(integration.id);
+  button.disabled = false;
+  box.dataset.result = result;
 }
 
 // -- sign in again, disconnect -----------------------------------------------------------------
