@@ -5,6 +5,7 @@ These tests never skip: without the browser they fail saying what to install (sc
 installs it when it can)."""
 from __future__ import annotations
 
+import json
 import shutil
 from typing import Any, Callable, Iterator
 
@@ -233,3 +234,47 @@ def test_the_page_serves_only_its_own_files_with_a_strict_policy(env: dict[str, 
     for path in ("portal/../host.json", "portal/%2e%2e/host.json", "portal/.hidden.js", "portal/nope.js",
                  "portal/sub/app.js", "portal/..%5Chost.json"):
         assert api.host.handle("GET", f"http://localhost/api/{path}", {}, b"")[0] == 404, path
+
+
+def test_sync_now_polls_a_queued_run_until_every_bar_is_full(
+    browser: Any, env: dict[str, str], owner: Api, sim: BCSimulator, tmp_path: Any
+) -> None:
+    """The asynchronous path of design.md §7 (202, then GET sync-runs/{runId}), against a stand-in
+    for those endpoints (tests/fake_async) next to the real integrations API and page."""
+    from tests import fake_async
+
+    for name in ("portal_http", "integrations_http"):
+        (tmp_path / name).symlink_to(ROOT / name, target_is_directory=True)
+    for name in ("fake_async_sync", "fake_sync_runs"):
+        (tmp_path / name).symlink_to(ROOT / "tests" / "fake_async" / name, target_is_directory=True)
+    (tmp_path / "host.json").write_text((ROOT / "host.json").read_text())
+    integration = owner.create_integration(sim)
+    iid = integration["id"]
+    with FunctionHost(tmp_path, demo_principal=USER) as host:
+        open_page(browser, f"{host.base_url}/api/portal")
+        click(browser, iid, "button.sync")
+        seen: list[dict[str, str]] = []
+
+        def partway(b: Any) -> bool:
+            now = bars(b, iid)
+            seen.append(now)
+            return now.get("suppliers") == "100" and now.get("products") not in (None, "100")
+
+        wait_for(browser, partway, "suppliers done while products are still running")
+        assert run_result(browser, iid) == "succeeded"
+        assert bars(browser, iid) == {"suppliers": "100", "products": "100"}
+        box = card(browser, iid).find_element("css selector", ".progress")
+        assert box.get_attribute("data-run-id") == f"run-{iid}"
+        assert "230 created" in box.text
+    assert fake_async.state["prefer"] == ["respond-async"]
+    assert fake_async.state["polls"] >= 5
+
+
+def test_the_dev_identity_only_fills_in_a_missing_header(env: dict[str, str], owner: Api, sim: BCSimulator) -> None:
+    owner.create_integration(sim)
+    host = FunctionHost(ROOT, demo_principal=USER)
+    status, _, body = host.handle("GET", "http://localhost/api/integrations", {}, b"")
+    assert status == 200 and len(json.loads(body)["data"]) == 1
+    status, _, body = host.handle("GET", "http://localhost/api/integrations", {"x-ms-client-principal-id": "other"}, b"")
+    assert status == 200 and json.loads(body)["data"] == []
+    assert FunctionHost(ROOT).handle("GET", "http://localhost/api/integrations", {}, b"")[0] == 401
