@@ -58,11 +58,13 @@ def owner(env: dict[str, str]) -> Api:
 
 
 def wait_for(browser: Any, condition: Callable[[Any], Any], what: str) -> Any:
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # A card is drawn again when its run ends: an element found just before that goes stale.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
     try:
-        return WebDriverWait(browser, WAIT, poll_frequency=0.1).until(condition)
+        return WebDriverWait(browser, WAIT, poll_frequency=0.1, ignored_exceptions=ignored).until(condition)
     except TimeoutException:
         notice = browser.execute_script("return document.getElementById('notice')?.textContent")
         raise AssertionError(f"timed out waiting for {what}; page notice: {notice!r}") from None
@@ -83,13 +85,7 @@ def light(browser: Any, integration_id: str) -> str:
 
 
 def wait_light(browser: Any, integration_id: str, status: str) -> None:
-    def shows(b: Any) -> bool:
-        try:
-            return light(b, integration_id) == status
-        except Exception:  # the card is being re-rendered
-            return False
-
-    wait_for(browser, shows, f"the status light to show {status}")
+    wait_for(browser, lambda b: light(b, integration_id) == status, f"the status light to show {status}")
 
 
 def click(browser: Any, integration_id: str, selector: str) -> None:
