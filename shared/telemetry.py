@@ -48,7 +48,13 @@ def configure(env: Mapping[str, str] | None = None) -> bool:
             return True
         from azure.monitor.opentelemetry import configure_azure_monitor
 
-        kwargs: dict[str, Any] = {"connection_string": connection, "logger_name": "shared"}
+        # Azure SDK spans are off: a big sync makes thousands of table calls, each would be a span.
+        # BC calls (httpx) stay as dependencies, with their duration and status.
+        kwargs: dict[str, Any] = {
+            "connection_string": connection,
+            "logger_name": "shared",
+            "instrumentation_options": {"azure_sdk": {"enabled": False}},
+        }
         credential = _credential(env.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING") or "")
         if credential is not None:
             kwargs["credential"] = credential
