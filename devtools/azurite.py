@@ -1,4 +1,4 @@
-"""Start Azurite's Table service for tests and the demo (dev only, never deployed)."""
+"""Start Azurite's Table and Queue services for tests and the demo (dev only, never deployed)."""
 from __future__ import annotations
 
 import atexit
@@ -14,6 +14,7 @@ from typing import IO, Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TABLE_MAIN = REPO_ROOT / "node_modules" / "azurite" / "dist" / "src" / "table" / "main.js"
+QUEUE_MAIN = REPO_ROOT / "node_modules" / "azurite" / "dist" / "src" / "queue" / "main.js"
 # The well-known Azurite development account key (public, documented by Microsoft).
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 BOOTSTRAP_HINT = "run scripts/bootstrap.sh to install Node.js dependencies (Azurite)"
@@ -28,20 +29,34 @@ def _free_port(host: str) -> int:
 
 
 class AzuriteServer:
-    """In-memory Azurite Table service on a free port; node runs directly (not via npx)
-    in its own session so stop() can kill the whole process group."""
+    """In-memory Azurite Table and Queue services on free ports (the Functions host's queue
+    triggers read Storage Queues); node runs directly (not via npx) in its own session so
+    stop() can kill the whole process group."""
 
-    def __init__(self, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
+    def __init__(self, host: str = "127.0.0.1", timeout: float = 30.0, *, queues: bool = True) -> None:
         self.host = host
         self.timeout = timeout
         self.port: int | None = None
+        self.queue_port: int | None = None
         self.connection_string = ""
+        self._queues = queues
         self._proc: subprocess.Popen[bytes] | None = None
+        self._queue: AzuriteServer | None = None
         self._log: IO[bytes] | None = None
 
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def _start_queue_service(self) -> None:
+        """A second node process for the Queue service (Azurite serves each from its own main)."""
+        if not QUEUE_MAIN.is_file():
+            raise RuntimeError(f"Azurite's queue service is not installed ({QUEUE_MAIN} is missing): {BOOTSTRAP_HINT}")
+        queue = AzuriteServer(self.host, self.timeout, queues=False)
+        queue._main = QUEUE_MAIN  # type: ignore[attr-defined]
+        queue.start()
+        self._queue = queue
+        self.queue_port = queue.port
 
     def start(self) -> AzuriteServer:
         if self.running:
@@ -49,12 +64,18 @@ class AzuriteServer:
         node = shutil.which("node")
         if node is None:
             raise RuntimeError(f"Azurite needs Node.js, but 'node' is not on PATH: {BOOTSTRAP_HINT}")
-        if not TABLE_MAIN.is_file():
-            raise RuntimeError(f"Azurite is not installed ({TABLE_MAIN} is missing): {BOOTSTRAP_HINT}")
+        main = getattr(self, "_main", TABLE_MAIN)
+        if not main.is_file():
+            raise RuntimeError(f"Azurite is not installed ({main} is missing): {BOOTSTRAP_HINT}")
         self.port = _free_port(self.host)
         self._log = tempfile.TemporaryFile()
-        args = [node, str(TABLE_MAIN), "--tableHost", self.host, "--tablePort", str(self.port),
+        service = "queue" if main == QUEUE_MAIN else "table"
+        args = [node, str(main), f"--{service}Host", self.host, f"--{service}Port", str(self.port),
                 "--inMemoryPersistence", "--disableTelemetry", "--silent"]
+        if service == "queue":
+            # azure-storage-queue speaks a newer API version than Azurite 3.37 knows; the calls
+            # the service makes (create, send, receive, delete, update) are unchanged.
+            args.append("--skipApiVersionCheck")
         self._proc = subprocess.Popen(
             args, cwd=tempfile.gettempdir(), stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT, start_new_session=True,
@@ -62,6 +83,8 @@ class AzuriteServer:
         _live.add(self)
         try:
             self._wait_ready()
+            if self._queues:
+                self._start_queue_service()
         except BaseException:
             self.stop()
             raise
@@ -69,6 +92,8 @@ class AzuriteServer:
             "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
             f"AccountKey={ACCOUNT_KEY};TableEndpoint=http://{self.host}:{self.port}/devstoreaccount1;"
         )
+        if self.queue_port:
+            self.connection_string += f"QueueEndpoint=http://{self.host}:{self.queue_port}/devstoreaccount1;"
         return self
 
     def _wait_ready(self) -> None:
@@ -102,6 +127,9 @@ class AzuriteServer:
         """SIGTERM the process group, then SIGKILL it if it lingers."""
         proc, self._proc = self._proc, None
         _live.discard(self)
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            queue.stop()
         if proc is not None:
             for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
                 try:

@@ -107,7 +107,7 @@ def run(serve: bool) -> None:
                 "REQUESTS_CA_BUNDLE": sim.ca_path,
             }
         )
-        with FunctionHost(ROOT, demo_principal=USER) as host:  # the page (dev only) acts as USER
+        with FunctionHost(ROOT, queues=True, demo_principal=USER) as host:  # the page (dev only) acts as USER
             print(f"Azurite (in memory): {azurite.connection_string.split('TableEndpoint=')[1]}")
             print(f"BC simulator + Entra ID: {sim.base_url}   Functions host: {host.base_url}/api")
             api = Client(host.base_url)

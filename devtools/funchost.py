@@ -173,13 +173,16 @@ class FunctionHost:
     """Serves the HTTP-triggered functions under `app_root` on a background thread."""
 
     def __init__(self, app_root: Path, host: str = "127.0.0.1", port: int = 0, *,
-                 function_key: str | None = None, demo_principal: str | None = None) -> None:
+                 function_key: str | None = None, queues: bool = False,
+                 demo_principal: str | None = None) -> None:
         self.app_root = Path(app_root).resolve()
         # Dev only: stands in for App Service Authentication, which sets this header in Azure.
         self.demo_principal = demo_principal
         self.host, self.port = host, port
         self.function_key = function_key
         self.functions = discover(self.app_root)
+        self.serve_queues = queues
+        self.listeners: list[Any] = []
         self._entries: dict[str, Callable[..., Any]] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -202,14 +205,35 @@ class FunctionHost:
             server = self._bind()
             self._thread = threading.Thread(target=server.serve_forever, name="funchost", daemon=True)
             self._thread.start()
+            if self.serve_queues:
+                self.start_queues()
         return self
+
+    def start_queues(self) -> None:
+        """Serve the queue-triggered folders from the queues in AzureWebJobsStorage."""
+        from devtools.queuehost import QueueListener, QueueOptions, queue_bindings
+
+        options = QueueOptions.from_host_json(self.app_root)
+        for spec in self.functions.values():
+            for binding in queue_bindings(spec.config):
+                entry = self.entry_point(spec.name)
+                listener = QueueListener(spec.name, binding, lambda msg, entry=entry: _invoke(entry, msg), options)
+                self.listeners.append(listener.start())
+                logger.info("%s: queue %s", spec.name, listener.queue_name)
+
+    def stop_queues(self) -> None:
+        listeners, self.listeners = self.listeners, []
+        for listener in listeners:
+            listener.stop()
 
     def serve_forever(self) -> None:
         """Foreground mode for the CLI; Ctrl+C stops it."""
         server = self._bind()
+        if self.serve_queues:
+            self.start_queues()
         for spec in self.functions.values():
             if spec.route is None:
-                logger.info("%s: not HTTP (run it with FunctionHost.run_timer)", spec.name)
+                logger.info("%s: not HTTP (timers: FunctionHost.run_timer)", spec.name)
             else:
                 methods = ",".join(sorted(spec.methods)) or "ANY"
                 logger.info("%s: [%s] %s/%s", spec.name, methods, self.base_url, spec.route.template)
@@ -223,6 +247,7 @@ class FunctionHost:
             self._server = None
 
     def stop(self) -> None:
+        self.stop_queues()
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
@@ -354,12 +379,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7071)
     parser.add_argument("--function-key", default=None, help="enforce authLevel function/admin with this key")
+    parser.add_argument("--no-queues", action="store_true", help="do not serve the queue triggers")
     parser.add_argument("--demo-principal", default=None, metavar="USER",
                         help="dev only: send requests without an identity header as USER (App Service Authentication's stand-in)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     _load_local_settings(args.root)
-    host = FunctionHost(args.root, args.host, args.port, function_key=args.function_key,
+    host = FunctionHost(args.root, args.host, args.port, function_key=args.function_key, queues=not args.no_queues,
                         demo_principal=args.demo_principal)
     if args.demo_principal:
         logger.warning("Dev only: requests without %s act as %s", DEMO_IDENTITY_HEADER, args.demo_principal)

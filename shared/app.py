@@ -10,11 +10,14 @@ from dataclasses import dataclass, field
 
 import shared.telemetry  # noqa: F401 - configures Application Insights once, when its connection string is set
 from shared.bc.auth import TokenProvider
+from shared.bc.budget import RequestBudget, credential_key
 from shared.bc.client import BCClient, service_root
 from shared.clock import Clock, SystemClock
 from shared.crypto import SecretBox
 from shared.errors import BCAuthError
 from shared.settings import Settings, load_settings
+from shared.runs.queue import RunQueue
+from shared.runs.repository import RunRepository
 from shared.storage.integrations import Integration, IntegrationRepository
 from shared.storage.leases import LeaseRepository
 from shared.storage.logs import SyncLogRepository
@@ -43,6 +46,8 @@ class App:
         self.leases = LeaseRepository(self.store, self.clock, seconds=s.lease_seconds)
         self.stats = StatsRepository(self.store)
         self.deliveries = WebhookDeliveryRepository(self.store)
+        self.runs = RunRepository(self.store)
+        self.queue = RunQueue(s.queue_connection_string, s.sync_queue_name)
 
     def client_secret(self, integration: Integration) -> str:
         if not integration.clientSecretEnc:
@@ -77,6 +82,14 @@ class App:
             max_retries=s.bc_max_retries,
             max_retry_seconds=s.bc_max_retry_seconds,
             timeout_seconds=s.bc_timeout_seconds,
+            budget=RequestBudget(
+                self.store,
+                self.clock,
+                credential_key(tenant_id, client_id),
+                max_in_flight=s.bc_max_in_flight,
+                per_5_minutes=s.bc_requests_per_5_minutes,
+                slot_seconds=s.bc_timeout_seconds + 10,
+            ),
         )
 
 

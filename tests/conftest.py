@@ -31,9 +31,12 @@ def sim() -> Iterator[BCSimulator]:
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, azurite: AzuriteServer, sim: BCSimulator) -> dict[str, str]:
     """Settings for one test: its own table prefix, the simulator as BC and as Entra ID."""
+    tag = uuid.uuid4().hex[:16]
     values = {
+        "AzureWebJobsStorage": azurite.connection_string,
         "TABLES_CONNECTION_STRING": azurite.connection_string,
-        "TABLE_PREFIX": "t" + uuid.uuid4().hex[:16],
+        "TABLE_PREFIX": "t" + tag,
+        "SYNC_QUEUE_NAME": "runs-" + tag,
         "BC_API_BASE_URL": sim.base_url,
         "AZURE_AUTHORITY_HOST": sim.base_url,
         "CREDENTIALS_KEY": base64.b64encode(os.urandom(32)).decode(),

@@ -118,3 +118,46 @@ class Api:
 
     def sync(self, integration_id: str, body: Any = None) -> Reply:
         return self.post(f"integrations/{integration_id}/dynamics/sync", body)
+
+
+def drain(app: Any, *, limit: int = 500) -> list[Any]:
+    """Work the runs queue in this process until it is empty, as the Functions host would:
+    each message goes to sync_worker's logic; a message that raises is made visible again
+    (its dequeue count grows) and moves to the poison queue at the limit. Returns the slice
+    outcomes in order."""
+    from shared.runs.worker import poisoned, process
+
+    outcomes: list[Any] = []
+    client = app.queue.client
+    app.queue._ensure()
+    for _ in range(limit):
+        messages = list(client.receive_messages(max_messages=1, visibility_timeout=60))
+        if not messages:
+            return outcomes
+        message = messages[0]
+        try:
+            outcome = process(message.content, dequeue_count=message.dequeue_count)
+            client.delete_message(message)
+            outcomes.append(outcome)
+        except Exception:  # noqa: BLE001 - the host retries, then poisons
+            if message.dequeue_count >= app.settings.max_dequeue_count:
+                client.delete_message(message)
+                poisoned(message.content)
+                outcomes.append("poisoned")
+            else:
+                client.update_message(message, visibility_timeout=0)
+                outcomes.append("retried")
+    raise AssertionError(f"the runs queue did not drain within {limit} messages")
+
+
+def tick(app: Any) -> dict[str, Any]:
+    """One timer tick and the queue it filled worked off: the dispatch summary plus `synced`
+    and `failed` (integration ids whose runs ended so), in the order they ended."""
+    from shared.api.timer import run_scheduled
+
+    summary = run_scheduled(app)
+    outcomes = drain(app)
+    finished = [o.run for o in outcomes if getattr(o, "state", None) == "finished" and o.run is not None]
+    summary["synced"] = [r.integrationId for r in finished if r.status == "succeeded"]
+    summary["failed"] = [r.integrationId for r in finished if r.status == "failed"]
+    return summary

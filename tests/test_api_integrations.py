@@ -14,7 +14,7 @@ from devtools.bcsim import (DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_COMPANY_ID,
                             DEMO_US_COMPANY_ID, BCSimulator)
 from shared.app import App, use_app
 from shared.errors import ConfigurationError
-from shared.keys import encode_key, owner_partition
+from shared.keys import encode_key, record_partition
 from shared.settings import load_settings
 from shared.storage.integrations import Integration
 from tests.support import Api, FakeClock, Reply, integration_body
@@ -37,7 +37,7 @@ def raw_integration(app: App, user: str, integration_id: str) -> dict[str, Any]:
 
 
 def supplier_rows(app: App, user: str) -> list[dict[str, Any]]:
-    return list(app.store.table("Suppliers").query_entities("PartitionKey eq @pk", parameters={"pk": owner_partition(user)}))
+    return list(app.store.table("Suppliers").query_entities("userId eq @user", parameters={"user": user}))
 
 
 def assert_no_secret_keys(value: Any) -> None:

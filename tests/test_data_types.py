@@ -13,7 +13,6 @@ from devtools.bcsim import (DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_COMPANY_ID,
 from shared.app import App
 from shared.clock import parse_iso
 from shared.errors import RecordError
-from shared.keys import owner_partition
 from shared.mapping import MAX_PROPERTIES, check_table_limits
 from tests.support import Api
 
@@ -24,7 +23,7 @@ ALL = ["suppliers", "products", "customers", "salesOrders", "ledgerEntries"]
 def rows(app: App, table: str, user: str = "user-1") -> dict[str, dict[str, Any]]:
     """A user's stored records of one table, by externalId."""
     client = app.store.table(table)
-    return {e["externalId"]: e for e in client.query_entities("PartitionKey eq @pk", parameters={"pk": owner_partition(user)})}
+    return {e["externalId"]: e for e in client.query_entities("userId eq @user", parameters={"user": user})}
 
 
 def etags(app: App, table: str, user: str = "user-1") -> dict[str, str]:
@@ -125,7 +124,9 @@ def test_sales_order_lines_are_stored_with_their_order(api: Api, sim: BCSimulato
         for prop in ("externalSystem", "userId", "integrationId", "syncStatus", "lastSyncedAt"):
             assert row[prop], prop
     for order_id, order in orders.items():
-        assert sorted(json.loads(order["lineIds"])) == sorted(b["id"] for b in bc_lines if b["documentId"] == order_id)
+        mine = sorted(r["externalId"] for r in lines.values() if r["orderExternalId"] == order_id)
+        assert mine == sorted(b["id"] for b in bc_lines if b["documentId"] == order_id)
+        assert all(r["PartitionKey"] == order["PartitionKey"] for r in lines.values() if r["orderExternalId"] == order_id)
 
 
 # -- B2: lines follow their order ----------------------------------------------------------------

@@ -48,7 +48,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def portal(env: dict[str, str]) -> Iterator[str]:
     """The local host over real HTTP, acting as USER for requests without an identity (dev flag)."""
-    with FunctionHost(ROOT, demo_principal=USER) as host:
+    with FunctionHost(ROOT, queues=True, demo_principal=USER) as host:  # sync_worker runs the queued runs
         yield f"{host.base_url}/api/portal"
 
 

@@ -19,13 +19,14 @@ from devtools.bcsim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_COMPANY_ID, 
 from shared.api.timer import run_scheduled
 from shared.app import App
 from shared.clock import parse_iso, to_iso
-from shared.keys import encode_key, owner_partition
+from shared.keys import encode_key, record_partition
 from shared.storage.integrations import Integration
 from shared.storage.leases import LeaseLost
 from shared.storage.logs import inverted_time_key
 from shared.storage.state import TypeState
-from shared.sync.runner import SyncRequest, SyncRunner
-from tests.support import Api, FakeClock
+from shared.runs.dispatch import RunRequest, start_run
+from shared.runs.slices import run_slice
+from tests.support import Api, FakeClock, drain, tick
 
 HOUR = 3600.0
 
@@ -62,7 +63,7 @@ def _skiptoken(next_link: str) -> str:
 
 
 def _product_rows(app: App, user: str = "user-1") -> list[dict[str, Any]]:
-    return list(app.store.query("Products", "PartitionKey eq @pk", parameters={"pk": owner_partition(user)}))
+    return list(app.store.query("Products", "userId eq @user", parameters={"user": user}))
 
 
 def _ms(moment: datetime) -> datetime:
@@ -189,7 +190,7 @@ def test_a_late_commit_inside_the_look_back_window_is_picked_up_once(api: Api, a
     sent = _requests_to(sim, "vendors")[0].query["$filter"]
     assert sent.startswith("lastModifiedDateTime gt ")
     assert parse_iso(sent.split(" gt ")[1]) == parse_iso(watermark) - timedelta(minutes=10)
-    row = app.store.table("Suppliers").get_entity(owner_partition("user-1"), encode_key(late["id"]))
+    row = app.store.table("Suppliers").get_entity(record_partition(integration["id"], encode_key(late["id"])), encode_key(late["id"]))
     assert row["name"] == "Late"
 
     again = api.sync(integration["id"], {"mode": "delta"})
@@ -221,36 +222,37 @@ def test_the_watermark_never_passes_the_runs_start(api: Api, app: App, sim: BCSi
 
 
 # -- 3. resume after an interrupted run ---------------------------------------------------------
-def test_a_paused_full_sync_resumes_from_its_checkpoint(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
-    """A run out of time stops after a page; the next run starts at the saved nextLink and ends with exactly 230 products."""
+def test_a_paused_full_sync_continues_from_its_checkpoint_by_itself(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
+    """A slice out of time stops after a page and queues its continuation, which starts at the saved nextLink and ends with exactly 230 products."""
     created = api.create_integration(sim, entities=["products"])
-    integration = _stored(app, "user-1", created["id"])
-    outcome = SyncRunner(app).sync(integration, SyncRequest(mode="full"), budget_seconds=0)
-    assert outcome.paused and not outcome.failed
-    assert outcome.types["products"].result.created == 100
+    started = start_run(app, _stored(app, "user-1", created["id"]), RunRequest(mode="full"), enqueue=False)
+    outcome = run_slice(app, started.integration, started.run, budget_seconds=0)
+    assert outcome.state == "continued"
+    assert outcome.run.progress["products"].created == 100 and not outcome.run.progress["products"].done
     checkpoint = app.states.get(created["id"], "products").checkpoint
     assert checkpoint is not None and "$skiptoken" in checkpoint.next_link
     shown = api.get(f"integrations/{created['id']}").data
-    assert shown["lastRun"]["status"] == "paused" and shown["lastSyncedAt"] is None
-    assert parse_iso(shown["nextSyncAt"]) <= app.clock.now()  # the timer continues it at once
+    assert shown["syncInProgress"] is True and shown["lastSyncedAt"] is None
     assert len(_product_rows(app)) == 100
+    assert api.sync(created["id"]).error["code"] == "sync_in_progress"  # the run goes on; no second one
 
     clock.advance(1)
     sim.clear_requests()
-    reply = api.sync(created["id"])
-    assert reply.status == 200, reply.body
+    outcomes = drain(app)
+    assert [o.state for o in outcomes] == ["finished"]
     first_read = _requests_to(sim, "items")[0]
     assert first_read.query.get("$skiptoken") == _skiptoken(checkpoint.next_link)
-    assert reply.data["products"]["created"] == 130 and reply.data["products"]["unchanged"] == 0
+    run = api.get(f"integrations/{created['id']}/sync-runs/{started.run.runId}").data
+    assert run["status"] == "succeeded" and run["slices"] == 2
+    assert run["counts"]["products"]["created"] == 230 and run["counts"]["products"]["unchanged"] == 0
     rows = _product_rows(app)
     assert len(rows) == 230
-    assert len({r["externalId"] for r in rows}) == 230
     assert {r["externalId"] for r in rows} == {i["id"] for i in sim.company().records("items")}
     state = app.states.get(created["id"], "products")
     assert state.checkpoint is None and state.watermark is not None
     logs = _all_logs(api, created["id"], entityType="PRODUCT")
-    assert sum(e["metadata"]["created"] for e in logs) == 230
-    assert logs[0]["metadata"].get("resumed") is True and logs[1]["metadata"].get("paused") is True
+    assert len(logs) == 1  # one entry per data type per run, summed over its slices
+    assert logs[0]["metadata"]["created"] == 230 and logs[0]["metadata"]["slices"] == 2
 
 
 def test_a_run_killed_mid_way_resumes_without_duplicates(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
@@ -279,21 +281,20 @@ def test_a_run_killed_mid_way_resumes_without_duplicates(api: Api, app: App, sim
 def test_a_resume_link_bc_no_longer_accepts_restarts_the_pass(api: Api, app: App, sim: BCSimulator) -> None:
     """When BC refuses the saved skiptoken, the pass starts over cleanly: nothing duplicated, nothing missed."""
     created = api.create_integration(sim, entities=["products"])
-    integration = _stored(app, "user-1", created["id"])
-    SyncRunner(app).sync(integration, SyncRequest(mode="full"), budget_seconds=0)
+    started = start_run(app, _stored(app, "user-1", created["id"]), RunRequest(mode="full"), enqueue=False)
+    assert run_slice(app, started.integration, started.run, budget_seconds=0).state == "continued"
     state = app.states.get(created["id"], "products")
     assert state.checkpoint is not None
     stale = state.checkpoint.next_link.replace(_skiptoken(state.checkpoint.next_link), str(uuid.uuid4()))
     app.states.save(created["id"], "products", TypeState(state.watermark, dataclasses.replace(state.checkpoint, next_link=stale)))
 
     sim.clear_requests()
-    reply = api.sync(created["id"])
-    assert reply.status == 200, reply.body
+    assert [o.state for o in drain(app)] == ["finished"]
     reads = _requests_to(sim, "items")
     assert reads[0].status == 400  # the stale link, refused by BC
     assert "$skiptoken" not in reads[1].query  # then the pass restarts at the first page
-    products = reply.data["products"]
-    assert (products["created"], products["unchanged"], products["errors"]) == (130, 100, 0)
+    products = api.get(f"integrations/{created['id']}/sync-runs/{started.run.runId}").data["counts"]["products"]
+    assert (products["created"], products["unchanged"], products["errors"]) == (230, 100, 0)  # summed over both slices
     rows = _product_rows(app)
     assert len(rows) == 230 and len({r["externalId"] for r in rows}) == 230
     after = app.states.get(created["id"], "products")
@@ -306,7 +307,7 @@ def test_the_timer_syncs_only_integrations_that_are_due(api: Api, app: App, sim:
     ids = [api.as_user(f"user-{n}").create_integration(sim, entities=["suppliers"])["id"] for n in "abc"]
     manual = api.as_user("user-a").sync(ids[0])
     assert manual.status == 200
-    summary = run_scheduled(app)
+    summary = tick(app)
     assert sorted(summary["synced"]) == sorted(ids[1:]) and summary["failed"] == []
     for user, integration_id in zip("bc", ids[1:]):
         logs = _all_logs(api.as_user(f"user-{user}"), integration_id)
@@ -319,25 +320,26 @@ def test_the_timer_syncs_only_integrations_that_are_due(api: Api, app: App, sim:
     assert [e["metadata"]["trigger"] for e in _all_logs(api.as_user("user-a"), ids[0])] == ["manual"]
 
     clock.advance(59 * 60)
-    assert run_scheduled(app)["synced"] == []
+    assert tick(app)["synced"] == []
     clock.advance(60)
-    api.host.run_timer("sync_timer")  # the function folder itself, as the host fires it
+    api.host.run_timer("sync_timer")  # the function folder itself, as the host fires it: it only queues
+    assert all(_all_logs(api.as_user(f"user-{u}"), i)[0]["metadata"]["unchanged"] == 0 for u, i in zip("abc", ids))
+    assert [o.state for o in drain(app)] == ["finished"] * 3  # the worker runs them
     for user, integration_id in zip("abc", ids):
         logs = _all_logs(api.as_user(f"user-{user}"), integration_id)
         assert logs[0]["metadata"]["trigger"] == "timer"
         assert logs[0]["metadata"]["unchanged"] >= 1 and logs[0]["metadata"]["created"] == 0
 
 
-def test_the_timer_skips_an_integration_a_manual_sync_is_running(api: Api, app: App, sim: BCSimulator) -> None:
-    """A due integration whose lease is held is skipped, not failed, and stays due."""
+def test_the_timer_coalesces_into_a_run_already_active(api: Api, app: App, sim: BCSimulator) -> None:
+    """A due integration with a manual run in progress gets no second run: the tick coalesces into it."""
     integration = api.create_integration(sim, entities=["suppliers"])
-    lease = app.leases.acquire(integration["id"], "manual-run")
-    assert lease is not None
-    summary = run_scheduled(app)
-    assert summary["skipped"] == [integration["id"]] and summary["synced"] == []
-    assert _stored(app, "user-1", integration["id"]).status == "never_synced"
-    lease.release()
-    assert run_scheduled(app)["synced"] == [integration["id"]]
+    started = start_run(app, _stored(app, "user-1", integration["id"]), RunRequest(mode="full"), enqueue=False)
+    summary = tick(app)
+    assert summary["coalesced"] == [integration["id"]] and summary["queued"] == [] and summary["synced"] == []
+    assert _stored(app, "user-1", integration["id"]).activeRunId == started.run.runId
+    assert run_slice(app, started.integration, started.run, budget_seconds=60).state == "finished"
+    assert _stored(app, "user-1", integration["id"]).activeRunId is None
 
 
 def test_a_failing_integration_never_stops_the_healthy_ones(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
@@ -348,7 +350,7 @@ def test_a_failing_integration_never_stops_the_healthy_ones(api: Api, app: App, 
     gone = api.as_user("user-z").create_integration(sim, entities=["suppliers"])["id"]
     assert api.as_user("user-z").delete(f"integrations/{gone}").status == 200
 
-    summary = run_scheduled(app)
+    summary = tick(app)
     assert sorted(summary["synced"]) == sorted(healthy)
     assert sorted(summary["failed"]) == sorted([bad_auth, no_company])
     for user, integration_id in (("user-h1", healthy[0]), ("user-h2", healthy[1])):
@@ -368,8 +370,8 @@ def test_a_failing_integration_never_stops_the_healthy_ones(api: Api, app: App, 
     assert api.as_user("user-z").get(f"integrations/{gone}").data["status"] == "disconnected"
 
     clock.advance(61 * 60)
-    summary = run_scheduled(app)
-    assert bad_auth not in summary["synced"] + summary["failed"] + summary["skipped"] + summary["deferred"]
+    summary = tick(app)
+    assert bad_auth not in summary["synced"] + summary["failed"] + summary["queued"] + summary["coalesced"]
     assert no_company in summary["failed"]  # other errors are retried on schedule
     assert gone not in summary["synced"] + summary["failed"]
     assert len(_all_logs(api.as_user("user-x"), bad_auth)) == 1
@@ -377,7 +379,7 @@ def test_a_failing_integration_never_stops_the_healthy_ones(api: Api, app: App, 
 
     patched = api.as_user("user-x").patch(f"integrations/{bad_auth}", {"clientSecret": DEMO_CLIENT_SECRET})
     assert patched.status == 200 and patched.data["status"] == "never_synced" and patched.data["lastError"] is None
-    assert bad_auth in run_scheduled(app)["synced"]
+    assert bad_auth in tick(app)["synced"]
     assert api.as_user("user-x").get(f"integrations/{bad_auth}").data["status"] == "connected"
 
 
@@ -387,67 +389,37 @@ def test_a_secret_rotated_in_entra_id_marks_the_integration_auth_expired(api: Ap
     sim.register_app(DEMO_TENANT_ID, other_client, "first-secret")
     rotated = api.as_user("user-r").create_integration(sim, entities=["suppliers"], clientId=other_client, clientSecret="first-secret")["id"]
     healthy = api.as_user("user-h").create_integration(sim, entities=["suppliers"])["id"]
-    assert sorted(run_scheduled(app)["synced"]) == sorted([rotated, healthy])
+    assert sorted(tick(app)["synced"]) == sorted([rotated, healthy])
 
     sim.set_client_secret(DEMO_TENANT_ID, other_client, "second-secret")
     sim.revoke_tokens()  # Entra ID drops the tokens issued under the old secret
     clock.advance(60 * 60)
-    summary = run_scheduled(app)
+    summary = tick(app)
     assert summary["synced"] == [healthy] and summary["failed"] == [rotated]
     shown = api.as_user("user-r").get(f"integrations/{rotated}").data
     assert shown["status"] == "auth_expired" and shown["lastError"]["code"] == "bc_auth_failed"
     assert shown["lastSyncedAt"] is not None  # the last good sync stays visible
 
     clock.advance(60 * 60)
-    assert rotated not in run_scheduled(app)["failed"]  # not retried against Entra ID
+    assert rotated not in tick(app)["failed"]  # not retried against Entra ID
     assert api.as_user("user-r").patch(f"integrations/{rotated}", {"clientSecret": "second-secret"}).data["status"] == "connected"
-    assert rotated in run_scheduled(app)["synced"]
+    assert rotated in tick(app)["synced"]
     assert api.as_user("user-r").get(f"integrations/{rotated}").data["lastError"] is None
 
 
-def test_a_run_cut_short_by_its_timer_slice_continues_next_tick(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
-    """A throttled run that outlives its slice pauses at a checkpoint and the next tick finishes it."""
-    app.settings = dataclasses.replace(app.settings, timer_budget_seconds=60)
+def test_a_run_cut_short_by_its_slice_continues_by_itself(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
+    """A throttled run that outlives its slice pauses at a checkpoint and its queued continuation finishes it in the same tick."""
+    app.settings = dataclasses.replace(app.settings, slice_seconds=60)
     integration = api.create_integration(sim, entities=["products"])
     sim.faults.add(429, times=1, retry_after=61, path_contains="/items")
-    summary = run_scheduled(app)
-    assert summary["synced"] == [integration["id"]]
+    summary = tick(app)
+    assert summary["queued"] == [integration["id"]] and summary["synced"] == [integration["id"]]
     shown = api.get(f"integrations/{integration['id']}").data
-    assert shown["lastRun"]["status"] == "paused" and shown["status"] == "connected"
-    checkpoint = app.states.get(integration["id"], "products").checkpoint
-    assert checkpoint is not None
-    first = len(_product_rows(app))
-    assert 0 < first < 230
-
-    clock.advance(1)
-    sim.clear_requests()
-    assert run_scheduled(app)["synced"] == [integration["id"]]
-    assert _requests_to(sim, "items")[0].query.get("$skiptoken") == _skiptoken(checkpoint.next_link)
+    assert shown["lastRun"]["status"] == "succeeded" and shown["lastRun"]["slices"] == 2
+    assert shown["status"] == "connected"
     assert len(_product_rows(app)) == 230
     logs = _all_logs(api, integration["id"])
-    assert sum(e["metadata"]["created"] for e in logs) == 230
-    assert api.get(f"integrations/{integration['id']}").data["lastRun"]["status"] == "succeeded"
-
-
-def test_integrations_the_timer_budget_does_not_reach_wait_for_the_next_tick(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
-    """When one run eats the tick's budget (BC throttling), the rest are deferred, not dropped."""
-    app.settings = dataclasses.replace(app.settings, timer_budget_seconds=60)
-    ids = []
-    for user in ("user-a", "user-b", "user-c"):
-        ids.append(api.as_user(user).create_integration(sim, entities=["suppliers"])["id"])
-        clock.advance(1)  # the longest-waiting goes first: a, then b, then c
-    sim.faults.add(429, times=1, retry_after=57, path_contains="vendors")
-    summary = run_scheduled(app)
-    assert summary["synced"] == [ids[0]]
-    assert summary["deferred"] == ids[1:]
-    for user, integration_id in (("user-b", ids[1]), ("user-c", ids[2])):
-        shown = api.as_user(user).get(f"integrations/{integration_id}").data
-        assert shown["status"] == "never_synced" and parse_iso(shown["nextSyncAt"]) <= clock.now()
-
-    nxt = run_scheduled(app)
-    assert nxt["synced"] == ids[1:] and nxt["deferred"] == []
-    for user, integration_id in (("user-b", ids[1]), ("user-c", ids[2])):
-        assert _all_logs(api.as_user(user), integration_id)[0]["metadata"]["created"] == 45
+    assert len(logs) == 1 and logs[0]["metadata"]["created"] == 230 and logs[0]["metadata"]["resumed"] is True
 
 
 # -- 5. status monitoring --------------------------------------------------------------------
@@ -535,17 +507,17 @@ def test_a_failed_delivery_is_retried_by_the_timer_until_delivered(api: Api, app
     assert parse_iso(delivery["nextAttemptAt"]) == parse_iso(delivery["attempts"][0]["at"]) + timedelta(minutes=1)
 
     clock.advance(30)
-    assert run_scheduled(app)["webhookRetries"] == 0  # not due yet
+    assert tick(app)["webhookRetries"] == 0  # not due yet
     receiver.status = 200
     clock.advance(31)
-    assert run_scheduled(app)["webhookRetries"] == 1
+    assert tick(app)["webhookRetries"] == 1
     [delivery] = api.get(path).data
     assert delivery["status"] == "delivered" and delivery["nextAttemptAt"] is None
     assert [a["statusCode"] for a in delivery["attempts"]] == [500, 200]
     assert len(receiver.hits) == 2 and receiver.hits[0][1] == receiver.hits[1][1]  # the same signed body
     assert _verify(created["webhookSecret"], *receiver.hits[1])
     clock.advance(3600)
-    assert run_scheduled(app)["webhookRetries"] == 0  # delivered: never sent again
+    assert tick(app)["webhookRetries"] == 0  # delivered: never sent again
     assert api.as_user("someone-else").get(path).status == 404
 
 
@@ -557,15 +529,15 @@ def test_a_delivery_that_keeps_failing_gives_up_after_the_retry_schedule(api: Ap
     path = f"integrations/{created['id']}/webhook-deliveries"
     for minutes in (1, 5, 30, 120, 360):
         clock.advance(minutes * 60 - 1)
-        assert run_scheduled(app)["webhookRetries"] == 0
+        assert tick(app)["webhookRetries"] == 0
         clock.advance(1)
-        assert run_scheduled(app)["webhookRetries"] == 1
+        assert tick(app)["webhookRetries"] == 1
     [delivery] = api.get(path).data
     assert delivery["status"] == "failed" and delivery["nextAttemptAt"] is None
     assert [a["statusCode"] for a in delivery["attempts"]] == [503] * 6
     clock.advance(24 * HOUR)
     receiver.status = 200
-    run_scheduled(app)
+    tick(app)
     assert len(receiver.hits) == 6 + 1  # given up: only the new day's sync is delivered
     assert json.loads(receiver.hits[-1][1])["runId"] != delivery["payload"]["runId"]
 
@@ -597,11 +569,11 @@ def test_the_timer_removes_only_logs_older_than_the_retention(api: Api, app: App
     before = {e["id"] for e in _all_logs(api, integration["id"])}
     assert old | kept <= before
 
-    summary = run_scheduled(app)
+    summary = tick(app)
     assert summary["logsRemoved"] == 3
     after = {e["id"] for e in _all_logs(api, integration["id"])}
     assert after == before - old
-    assert run_scheduled(app)["logsRemoved"] == 0
+    assert tick(app)["logsRemoved"] == 0
 
 
 def test_retention_also_applies_to_disconnected_integrations(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
@@ -611,7 +583,7 @@ def test_retention_also_applies_to_disconnected_integrations(api: Api, app: App,
     app.logs.add(integration_id=integration["id"], run_id="run-old", entity_type="SUPPLIER", status="SUCCESS",
                  records_affected=0, metadata={}, created_at=clock.now() - timedelta(days=45))
     assert api.delete(f"integrations/{integration['id']}").status == 200
-    assert run_scheduled(app)["logsRemoved"] == 1
+    assert tick(app)["logsRemoved"] == 1
     logs = _all_logs(api, integration["id"])
     assert len(logs) == 1 and logs[0]["runId"] != "run-old"
 

@@ -11,7 +11,7 @@ import pytest
 from devtools.bcsim import DEMO_CLIENT_ID, DEMO_TENANT_ID, BCSimulator, RecordedRequest, parse_dt
 from shared.app import App
 from shared.clock import parse_iso
-from shared.keys import encode_key, owner_partition
+from shared.keys import encode_key, record_partition
 from tests.support import Api, FakeClock
 
 VENDORS, ITEMS = 45, 230
@@ -22,7 +22,7 @@ CORRELATION = re.compile(r"BC code \w+, correlation id [0-9a-f]{8}-[0-9a-f]{4}-[
 def rows(app: App, table: str, user: str = "user-1") -> dict[str, dict[str, Any]]:
     """A user's stored records of one table, by externalId."""
     client = app.store.table(table)
-    found = client.query_entities("PartitionKey eq @pk", parameters={"pk": owner_partition(user)})
+    found = client.query_entities("userId eq @user", parameters={"user": user})
     return {e["externalId"]: e for e in found}
 
 
@@ -83,7 +83,7 @@ def test_stored_supplier_carries_bookkeeping_exact_money_and_decoded_enums(api: 
     blanks = 0
     for external_id, row in stored.items():
         bc = source[external_id]
-        assert row["PartitionKey"] == owner_partition("user-1")
+        assert row["PartitionKey"] == record_partition(integration["id"], encode_key(external_id))
         assert row["RowKey"] == encode_key(external_id)
         assert row["externalSystem"] == "dynamics_bc"
         assert row["userId"] == "user-1"

@@ -37,7 +37,7 @@ def view(app: App, integration: Integration, *, details: bool = False) -> dict[s
     data = integration.to_api()
     if details:
         data["statistics"] = app.stats.summary(integration.id, app.clock.now())
-        data["syncInProgress"] = app.leases.holder(integration.id) is not None
+        data["syncInProgress"] = integration.activeRunId is not None
     return data
 
 

@@ -1,17 +1,31 @@
-"""POST /api/integrations/{id}/dynamics/sync"""
+"""POST /api/integrations/{id}/dynamics/sync: synchronous by default, asynchronous with
+`Prefer: respond-async` (design.md §7). Both start a run the same way; the synchronous call
+runs slices inline until the run ends or SYNC_HTTP_BUDGET_SECONDS, then answers `paused` and
+leaves the rest to the queue."""
 from __future__ import annotations
 
 import azure.functions as func
 
 from shared.api.integrations import load
-from shared.errors import ValidationError
+from typing import Any
+
+from shared.errors import ServiceError, ValidationError
 from shared.http import Request, ok
 from shared.models import SyncBody, parse_since, validate
-from shared.sync.runner import SyncRequest, SyncRunner
+from shared.runs.dispatch import RunActive, RunRequest, abandon, start_run
+from shared.runs.model import FAILED, Run
+from shared.runs.slices import run_slice
+from shared.storage.integrations import Integration
+
+RETRY_AFTER_SECONDS = 2
 
 
-def sync(request: Request) -> func.HttpResponse:
-    integration = load(request)
+def wants_async(request: Request) -> bool:
+    prefer = request.raw.headers.get("Prefer") or ""
+    return any(part.strip().lower() == "respond-async" for part in prefer.split(","))
+
+
+def parse_request(request: Request, integration: Integration) -> RunRequest:
     body: SyncBody = validate(SyncBody, request.json() or {})
     if body.entities is not None:
         if not body.entities:
@@ -22,19 +36,56 @@ def sync(request: Request) -> func.HttpResponse:
                     f"entities: '{key}' is not one of this integration's data types ({', '.join(integration.entities)})"
                 )
     if body.modifiedSince is not None:
-        sync_request = SyncRequest(mode="since", modified_since=parse_since(body.modifiedSince, "modifiedSince"))
+        run_request = RunRequest(mode="since", modified_since=parse_since(body.modifiedSince, "modifiedSince"))
     else:
-        sync_request = SyncRequest(mode=body.mode or "full")
-    sync_request.entities = list(dict.fromkeys(body.entities)) if body.entities else None
+        run_request = RunRequest(mode=body.mode or "full")
+    run_request.entities = list(dict.fromkeys(body.entities)) if body.entities else None
+    return run_request
 
-    runner = SyncRunner(request.app)
-    outcome = runner.sync(integration, sync_request, budget_seconds=request.app.settings.http_sync_budget_seconds)
-    if outcome.fatal is not None:
-        raise outcome.fatal
-    failures = [t.error for t in outcome.types.values() if t.error]
-    if failures and len(failures) == len(outcome.types):
-        raise failures[0]
-    response = ok(outcome.counts())
-    response.headers["X-Sync-Run-Id"] = outcome.run_id
+
+def sync(request: Request) -> func.HttpResponse:
+    integration = load(request)
+    run_request = parse_request(request, integration)
+    app = request.app
+    if wants_async(request):
+        started = start_run(app, integration, run_request, enqueue=True)
+        location = f"/api/integrations/{integration.id}/sync-runs/{started.run.runId}"
+        response = ok({"runId": started.run.runId, "status": started.run.status}, status=202)
+        response.headers["Location"] = location
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+
+    started = start_run(app, integration, run_request, enqueue=False)
+    outcome = run_slice(app, started.integration, started.run, budget_seconds=app.settings.http_sync_budget_seconds)
+    run = outcome.run or started.run
+    if outcome.state == "skipped":  # another run's lease (one that crashed) is still held
+        busy = RunActive(run.runId)
+        abandon(app, run, busy)
+        raise busy
+    if run.status == FAILED:
+        _raise_failure(run)
+    data: dict[str, object] = run.counts()
+    if outcome.state == "continued":  # the queued continuation goes on in the background
+        data = {**data, "paused": True, "runId": run.runId}
+    response = ok(data)
+    response.headers["X-Sync-Run-Id"] = run.runId
     return response
 
+
+#: Errors that mean the whole run could not work: the call answers them instead of counts.
+RUN_WIDE = frozenset({"bc_auth_failed", "bc_forbidden", "bc_company_not_found", "bc_unavailable", "integration_disconnected", "internal_error", "configuration_error", "sync_in_progress"})
+STATUS_OF = {"integration_disconnected": 409, "sync_in_progress": 409, "not_found": 404, "company_not_selected": 409}
+
+
+def _raise_failure(run: Run) -> None:
+    """A run-wide failure (credentials, company, outage) or every type failed: answer its error;
+    otherwise the counts (with the failed types' errors) are the answer."""
+    errors = [p.error for p in run.progress.values() if p.error]
+    if run.error and (len(errors) == len(run.progress) or run.error.get("code") in RUN_WIDE):
+        raise _as_error(run.error)
+
+
+def _as_error(error: dict[str, Any]) -> ServiceError:
+    code = str(error.get("code") or "internal_error")
+    status = 502 if code.startswith("bc_") else STATUS_OF.get(code, 500)
+    return ServiceError(str(error.get("message") or "The sync failed"), code=code, status=status)

@@ -17,6 +17,7 @@ import certifi
 import httpx
 
 from shared.bc.auth import TokenProvider
+from shared.bc.budget import RequestBudget
 from shared.bc.errors import decode_error
 from shared.clock import Clock
 from shared.errors import BCError, BCUnavailable
@@ -86,8 +87,10 @@ class BCClient:
         max_retries: int = 5,
         max_retry_seconds: float = 120.0,
         timeout_seconds: float = 60.0,
+        budget: "RequestBudget | None" = None,
     ) -> None:
         self.root = root.rstrip("/")
+        self._budget = budget
         self.company_id = company_id
         self._tokens = tokens
         self._clock = clock
@@ -148,12 +151,13 @@ class BCClient:
         select: list[str] | None = None,
         filter: str | None = None,
         expand: str | None = None,
+        orderby: str | None = None,
         start_url: str | None = None,
     ) -> Iterator[Page]:
         """Pages of an entity set; `start_url` resumes at a nextLink saved by an earlier run."""
         url = start_url
         if url is None:
-            query = odata_query({"$select": ",".join(select) if select else None, "$filter": filter, "$expand": expand})
+            query = odata_query({"$select": ",".join(select) if select else None, "$filter": filter, "$expand": expand, "$orderby": orderby})
             url = f"{self.company_url}/{entity_set}" + (f"?{query}" if query else "")
         return self._pages(url, step="read")
 
@@ -193,7 +197,11 @@ class BCClient:
             delay: float | None = None
             try:
                 self.requests_made += 1
-                response = self._http.get(url, headers=headers)
+                if self._budget is None:
+                    response = self._http.get(url, headers=headers)
+                else:
+                    with self._budget.request():  # BC's limits across every instance
+                        response = self._http.get(url, headers=headers)
             except httpx.TransportError as error:
                 failure: BCError = BCUnavailable(f"Business Central is unreachable ({type(error).__name__})", step=step)
             else:

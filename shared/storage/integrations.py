@@ -11,6 +11,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
 from shared.keys import encode_key
+from shared.storage.schedule import ScheduleIndex, schedule_key
 from shared.storage.tables import TableStore
 
 TABLE = "Integrations"
@@ -36,6 +37,7 @@ class Integration:
     lastError: dict[str, Any] | None = None
     lastRun: dict[str, Any] | None = None
     nextSyncAt: str | None = None
+    activeRunId: str | None = None  # the queued or running run; a second sync answers 409
     createdAt: str | None = None
     updatedAt: str | None = None
     clientSecretEnc: str | None = None
@@ -79,8 +81,11 @@ class Integration:
 
 
 class IntegrationRepository:
+    """Integrations, with the schedule index kept in step on every write."""
+
     def __init__(self, store: TableStore) -> None:
         self._store = store
+        self.schedule = ScheduleIndex(store)
 
     def get(self, user_id: str, integration_id: str) -> Integration | None:
         if not integration_id or len(integration_id) > 100:
@@ -93,6 +98,7 @@ class IntegrationRepository:
 
     def upsert(self, integration: Integration) -> None:
         self._store.table(TABLE).upsert_entity(integration.to_entity(), mode="replace")
+        self.schedule.move(None, integration)
 
     def update(self, user_id: str, integration_id: str, change: Callable[[Integration], None]) -> Integration | None:
         """Read-modify-write guarded by the ETag, retried when someone else wrote in between."""
@@ -103,6 +109,7 @@ class IntegrationRepository:
             except ResourceNotFoundError:
                 return None
             integration = Integration.from_entity(entity)
+            old_key = schedule_key(integration)
             change(integration)
             try:
                 client.update_entity(
@@ -111,9 +118,10 @@ class IntegrationRepository:
                     etag=entity.metadata["etag"],
                     match_condition=MatchConditions.IfNotModified,
                 )
-                return integration
             except ResourceModifiedError:
                 continue
+            self.schedule.move(old_key, integration)
+            return integration
         raise RuntimeError("integration kept changing during update")
 
     def list_for_user(self, user_id: str, *, top: int, continuation_token: str | None) -> tuple[list[Integration], str | None]:
@@ -124,6 +132,11 @@ class IntegrationRepository:
             top=top,
             continuation_token=continuation_token,
         )
+        return [Integration.from_entity(e) for e in entities], token
+
+    def list_page_all(self, *, top: int, continuation_token: str | None) -> tuple[list[Integration], str | None]:
+        """One page over every user's integrations (housekeeping walks them a batch per tick)."""
+        entities, token = self._store.query_page(TABLE, "PartitionKey ne @none", parameters={"none": ""}, top=top, continuation_token=continuation_token)
         return [Integration.from_entity(e) for e in entities], token
 
     def list_all(self, *, include_disconnected: bool = False) -> Iterator[Integration]:

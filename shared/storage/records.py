@@ -1,80 +1,95 @@
 """Platform records (suppliers, products, ...): what is stored now, and batched writes."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.storage.tables import TableStore, WriteFailure
 
 #: Properties read back to decide created / updated / unchanged without loading whole records.
-INDEX_FIELDS = ["RowKey", "contentHash", "syncStatus", "lineIds", "platformModifiedAt", "lastSyncedAt"]
-POINT_READ_LIMIT = 500  # past this many point reads in one run, one projected scan is cheaper
+INDEX_FIELDS = ["RowKey", "contentHash", "syncStatus", "platformModifiedAt", "lastSyncedAt", "deletedInBC"]
+RANGE_MIN_KEYS = 50  # below this, point reads cost less than range queries over every partition
 
 
 @dataclass(frozen=True)
 class Existing:
     content_hash: str | None
     sync_status: str | None
-    line_ids: tuple[str, ...]
-    platform_modified_at: str | None
+    platform_modified_at: Any
     last_synced_at: str | None
+    deleted_in_bc: bool = False
 
     @classmethod
     def from_entity(cls, entity: dict[str, Any]) -> "Existing":
-        lines = entity.get("lineIds")
         return cls(
             content_hash=entity.get("contentHash"),
             sync_status=entity.get("syncStatus"),
-            line_ids=tuple(json.loads(lines)) if lines else (),
             platform_modified_at=entity.get("platformModifiedAt"),
             last_synced_at=entity.get("lastSyncedAt"),
+            deleted_in_bc=bool(entity.get("deletedInBC")),
         )
 
 
-class ExistingIndex:
-    """Answers "what do we hold for these row keys?" for one table partition.
+class StoredLookup:
+    """Answers "what do we hold for these row keys?" one page at a time, so memory never grows
+    with the company (design.md §7).
 
-    A full sync loads a projection of the whole partition once (1,000 rows a request); a delta
-    reads its few records point by point, in parallel, and switches to the projection if the
-    delta turns out large."""
+    A page that BC returned in key order ($orderby=id) is a contiguous key range: one projected
+    range query per partition reads it. A page in any other order, or a range that turns out to
+    hold far more than the page (a sparse delta), falls back to parallel point reads."""
 
-    def __init__(self, store: TableStore, table: str, partition: str, *, preload: bool) -> None:
+    def __init__(self, store: TableStore, table: str, partition_of: Callable[[str], str]) -> None:
         self._store = store
         self._table = table
-        self._partition = partition
-        self._loaded: dict[str, Existing] | None = None
-        self._point_reads = 0
-        self._preload = preload
+        self._partition_of = partition_of
 
     def lookup(self, row_keys: Iterable[str]) -> dict[str, Existing]:
         keys = list(dict.fromkeys(row_keys))
-        if self._loaded is None and (self._preload or self._point_reads + len(keys) > POINT_READ_LIMIT):
-            self._load()
-        if self._loaded is not None:
-            return {k: self._loaded[k] for k in keys if k in self._loaded}
-        self._point_reads += len(keys)
+        if not keys:
+            return {}
+        by_partition: dict[str, list[str]] = {}
+        for key in keys:
+            by_partition.setdefault(self._partition_of(key), []).append(key)
+        ordered = len(keys) >= RANGE_MIN_KEYS and keys == sorted(keys)
+        jobs = list(by_partition.items())
+        found: dict[str, Existing] = {}
+        for part in self._store.map(lambda job: self._read_partition(job[0], job[1], ordered), jobs):
+            found.update(part)
+        return found
+
+    def _read_partition(self, partition: str, keys: list[str], ordered: bool) -> dict[str, Existing]:
+        if ordered:
+            ranged = self._range(partition, keys)
+            if ranged is not None:
+                return ranged
         client = self._store.table(self._table)
-
-        def read(key: str) -> tuple[str, Existing | None]:
+        found: dict[str, Existing] = {}
+        for key in keys:
             try:
-                return key, Existing.from_entity(client.get_entity(self._partition, key, select=INDEX_FIELDS))
+                found[key] = Existing.from_entity(client.get_entity(partition, key, select=INDEX_FIELDS))
             except ResourceNotFoundError:
-                return key, None
+                continue
+        return found
 
-        return {k: v for k, v in self._store.map(read, keys) if v is not None}
-
-    def remember(self, row_key: str, existing: Existing) -> None:
-        if self._loaded is not None:
-            self._loaded[row_key] = existing
-
-    def _load(self) -> None:
-        self._loaded = {
-            e["RowKey"]: Existing.from_entity(e)
-            for e in self._store.query(self._table, "PartitionKey eq @pk", parameters={"pk": self._partition}, select=INDEX_FIELDS)
-        }
+    def _range(self, partition: str, keys: list[str]) -> dict[str, Existing] | None:
+        """The keys' range in one query, or None when it holds many more rows than asked for."""
+        wanted = set(keys)
+        limit = 2 * len(keys) + 50
+        rows = self._store.query(
+            self._table,
+            "PartitionKey eq @pk and RowKey ge @low and RowKey le @high",
+            parameters={"pk": partition, "low": keys[0], "high": keys[-1]},
+            select=INDEX_FIELDS,
+        )
+        found: dict[str, Existing] = {}
+        for count, row in enumerate(rows, start=1):
+            if count > limit:
+                return None
+            if row["RowKey"] in wanted:
+                found[row["RowKey"]] = Existing.from_entity(row)
+        return found
 
 
 class RecordWriter:
@@ -97,6 +112,9 @@ class RecordWriter:
     def drop(self, row_key: str) -> None:
         """Withdraw the pending operations on one row (its children failed to write)."""
         self._ops = [op for op in self._ops if op[1]["RowKey"] != row_key]
+
+    def __len__(self) -> int:
+        return len(self._ops)
 
     def flush(self) -> list[WriteFailure]:
         ops, self._ops = self._ops, []

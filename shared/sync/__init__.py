@@ -1,1 +1,1 @@
-"""The sync engine (one data type's pass) and the runner (one run of an integration)."""
+"""The sync engine: one data type's pass (read pages, map, compare with what is stored, write, save state)."""

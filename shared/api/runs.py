@@ -1,0 +1,26 @@
+"""GET /api/integrations/{id}/sync-runs and /sync-runs/{runId} (design.md §7)."""
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared.api.integrations import load
+from shared.errors import NotFound
+from shared.http import Request, ok
+
+
+def list_runs(request: Request) -> func.HttpResponse:
+    integration = load(request)
+    runs, token = request.app.runs.list(integration.id, top=request.top(), continuation_token=request.params.get("continuationToken"))
+    return ok([run.to_api() for run in runs], continuation_token=token)
+
+
+def get_run(request: Request) -> func.HttpResponse:
+    integration = load(request)
+    run = request.app.runs.get(integration.id, request.route.get("runId") or "")
+    if run is None:
+        raise NotFound("No run with this id")
+    return ok(run.to_api())
+
+
+def runs(request: Request) -> func.HttpResponse:
+    return get_run(request) if request.route.get("runId") else list_runs(request)

@@ -1,0 +1,57 @@
+"""The timer's housekeeping, bounded per tick: webhook retries that are due, and log and run
+retention for a batch of integrations taken round-robin (a cursor over the integrations table
+is kept between ticks), so no tick walks every integration. One failing item never stops the
+rest."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from shared.app import App
+from shared.webhooks import WebhookNotifier
+
+log = logging.getLogger(__name__)
+RETENTION_BATCH = 50
+CURSOR_TABLE = "SyncHousekeeping"
+
+
+def housekeeping(app: App) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    try:
+        summary["webhookRetries"] = WebhookNotifier(app.deliveries, app.integrations, app.box, app.clock).retry_due()
+    except Exception:  # noqa: BLE001
+        log.exception("housekeeping: webhook retries failed")
+    summary["logsRemoved"], summary["retentionChecked"] = _retention_batch(app)
+    return summary
+
+
+def _retention_batch(app: App, batch: int = RETENTION_BATCH) -> tuple[int, int]:
+    cursor_table = app.store.table(CURSOR_TABLE)
+    try:
+        token = cursor_table.get_entity("cursor", "retention").get("token") or None
+    except ResourceNotFoundError:
+        token = None
+    except Exception:  # noqa: BLE001
+        token = None
+    cutoff = app.clock.now() - timedelta(days=app.settings.log_retention_days)
+    removed = checked = 0
+    try:
+        items, next_token = app.integrations.list_page_all(top=batch, continuation_token=token)
+    except Exception:  # noqa: BLE001 - a bad cursor starts over
+        log.exception("housekeeping: retention listing failed; starting over")
+        items, next_token = [], None
+    for integration in items:
+        checked += 1
+        try:
+            removed += app.logs.delete_older_than(integration.id, cutoff)
+            app.runs.delete_older_than(integration.id, cutoff)
+        except Exception:  # noqa: BLE001
+            log.exception("housekeeping: retention of integration %s failed", integration.id)
+    try:
+        cursor_table.upsert_entity({"PartitionKey": "cursor", "RowKey": "retention", "token": next_token or ""})
+    except Exception:  # noqa: BLE001
+        log.exception("housekeeping: could not save the retention cursor")
+    return removed, checked

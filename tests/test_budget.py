@@ -1,0 +1,76 @@
+"""BC's limits across instances (design.md §7): requests in flight and per five minutes per credential."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from contextlib import ExitStack
+from typing import Any
+
+from devtools.bcsim import DEMO_CLIENT_ID, DEMO_TENANT_ID, BCSimulator
+from shared.app import App
+from shared.bc.budget import TABLE, RequestBudget, credential_key
+from tests.support import Api, FakeClock
+
+
+def _budget(app: App, **overrides: Any) -> RequestBudget:
+    options = {"max_in_flight": app.settings.bc_max_in_flight, "per_5_minutes": app.settings.bc_requests_per_5_minutes, "slot_seconds": 70.0}
+    options.update(overrides)
+    return RequestBudget(app.store, app.clock, credential_key(DEMO_TENANT_ID, DEMO_CLIENT_ID), **options)
+
+
+def test_requests_wait_while_another_instance_holds_every_slot_of_the_credential(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
+    integration = api.create_integration(sim, entities=["suppliers"])
+    other_instance = _budget(app)
+    with ExitStack() as held:
+        for _ in range(app.settings.bc_max_in_flight):
+            held.enter_context(other_instance.request())
+        sim.clear_requests()
+        before = clock.monotonic()
+        reply = api.sync(integration["id"])  # waits (on the test clock) until the held slots expire
+    assert reply.status == 200, reply.body
+    assert reply.data["suppliers"]["created"] == 45
+    assert clock.monotonic() - before >= 70  # nothing was sent before the other instance's slots expired
+    free = [e for e in app.store.query(TABLE, "PartitionKey eq @pk", parameters={"pk": credential_key(DEMO_TENANT_ID, DEMO_CLIENT_ID)}) if e["RowKey"].startswith("slot-")]
+    assert len(free) == app.settings.bc_max_in_flight and all(e["holder"] == "" for e in free)  # all given back
+
+
+def test_a_credential_never_exceeds_its_five_minute_budget(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
+    app.settings = dataclasses.replace(app.settings, bc_requests_per_5_minutes=4, bc_page_size=5, http_sync_budget_seconds=3600)
+    integration = api.create_integration(sim, entities=["suppliers"])
+    started = clock.now()
+    reply = api.sync(integration["id"])
+    assert reply.status == 200, reply.body
+    assert reply.data["suppliers"]["created"] == 45  # 9 pages of 5
+    assert (clock.now() - started).total_seconds() >= 5 * 60  # it had to wait for room
+    rows = {int(e["RowKey"][2:]): int(e["count"]) for e in app.store.query(TABLE, "PartitionKey eq @pk", parameters={"pk": credential_key(DEMO_TENANT_ID, DEMO_CLIENT_ID)}) if e["RowKey"].startswith("w-")}
+    assert sum(rows.values()) >= 9
+    for minute in range(min(rows), max(rows) + 1):
+        assert sum(rows.get(m, 0) for m in range(minute - 4, minute + 1)) <= 4
+
+
+def test_two_instances_share_the_in_flight_limit(app: App, clock: FakeClock) -> None:
+    """Slots taken by one instance are not available to another until given back."""
+    first, second = _budget(app, max_in_flight=2), _budget(app, max_in_flight=2, max_wait_seconds=1.0)
+    order: list[str] = []
+    with first.request(), first.request():
+        try:
+            with second.request():
+                order.append("second got one")
+        except Exception as error:  # the limit held: it gave up after its wait
+            order.append(type(error).__name__)
+    assert order == ["BCUnavailable"]
+    with second.request():
+        order.append("after")
+    assert order[-1] == "after"
+    done = threading.Event()
+
+    def hold() -> None:
+        with first.request():
+            done.wait(5)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    with second.request():  # one slot left of two
+        pass
+    done.set()
+    worker.join(5)
