@@ -100,6 +100,7 @@ def run(serve: bool) -> None:
                 "TABLES_CONNECTION_STRING": azurite.connection_string,
                 "AzureWebJobsStorage": azurite.connection_string,
                 "TABLE_PREFIX": "",
+                "SYNC_QUEUE_NAME": "sync-runs",  # the page's "Sync now" is a queued run, served by the host
                 "BC_API_BASE_URL": sim.base_url,
                 "AZURE_AUTHORITY_HOST": sim.base_url,
                 "CREDENTIALS_KEY": os.environ.get("CREDENTIALS_KEY") or base64.b64encode(os.urandom(32)).decode(),
