@@ -113,6 +113,7 @@ def test_the_page_shows_integrations_and_the_light_follows_sync_and_refused_cred
     open_page(browser, portal)
     assert light(browser, iid) == "never_synced"
     assert card(browser, iid).find_element("css selector", ".last-sync").text == "never"
+    assert not card(browser, iid).find_elements("css selector", "button.signin")  # app credentials: no sign-in
 
     click(browser, iid, "button.sync")
     assert run_result(browser, iid) == "succeeded"
@@ -274,3 +275,22 @@ def test_the_dev_identity_only_fills_in_a_missing_header(env: dict[str, str], ow
     status, _, body = host.handle("GET", "http://localhost/api/integrations", {"x-ms-client-principal-id": "other"}, b"")
     assert status == 200 and json.loads(body)["data"] == []
     assert FunctionHost(ROOT).handle("GET", "http://localhost/api/integrations", {}, b"")[0] == 401
+
+
+def test_sign_in_again_sends_a_delegated_integration_to_its_authorization_url(browser: Any, tmp_path: Any) -> None:
+    """Against stand-ins for the delegated sign-in endpoints of design.md §9 (tests/fake_async)."""
+    from tests import fake_async
+
+    (tmp_path / "portal_http").symlink_to(ROOT / "portal_http", target_is_directory=True)
+    for name in ("fake_delegated_integrations", "fake_authorize", "fake_entra_login"):
+        (tmp_path / name).symlink_to(ROOT / "tests" / "fake_async" / name, target_is_directory=True)
+    (tmp_path / "host.json").write_text((ROOT / "host.json").read_text())
+    with FunctionHost(tmp_path, demo_principal=USER) as host:
+        open_page(browser, f"{host.base_url}/api/portal")
+        assert light(browser, "delegated-1") == "auth_expired"
+        assert "sign in again" in card(browser, "delegated-1").find_element("css selector", ".last-error").text
+        click(browser, "delegated-1", "button.signin")
+        wait_for(browser, lambda b: "/fake-entra/" in b.current_url, "the browser to go to Entra ID")
+        assert browser.title == "Sign in to your account"
+        assert "state=s1" in browser.current_url
+    assert fake_async.state["authorized"] == ["delegated-1"]

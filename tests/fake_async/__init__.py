@@ -1,5 +1,7 @@
-"""A stand-in for the queued-run endpoints of design.md §7 (202 + sync-runs/{runId}), so the page's
-polling path is tested before the real ones land. Each GET of the run advances it one step."""
+"""Stand-ins for endpoints the page relies on that are built in parallel: the queued-run contract
+of design.md §7 (202 + sync-runs/{runId}; each GET of the run advances it one step) and the
+delegated sign-in of §9 (an integration with authMode delegated, POST .../dynamics/authorize and
+an Entra ID authorize page)."""
 from __future__ import annotations
 
 import json
@@ -42,3 +44,32 @@ def get(req: func.HttpRequest) -> func.HttpResponse:
     full = {t: {"unchanged": 0, "updated": 0, "errors": 0, **p} for t, p in progress.items()}
     return reply(200, {"runId": req.route_params["runId"], "integrationId": req.route_params["id"], "status": status,
                        "progress": full, "counts": full if status == "succeeded" else {}, "error": None})
+
+
+DELEGATED = {
+    "id": "delegated-1", "name": "Signed-in CRONUS", "authMode": "delegated", "status": "auth_expired",
+    "tenantId": "contoso.onmicrosoft.com", "environment": "production", "companyId": "", "entities": ["suppliers"],
+    "syncIntervalMinutes": 60, "lastSyncedAt": "2026-01-01T00:00:00Z", "nextSyncAt": None,
+    "lastError": {"code": "bc_auth_failed", "message": "The sign-in expired: sign in again (authorize)", "at": "2026-01-01T00:00:00Z"},
+    "statistics": {"last24h": {"runs": 0, "failures": 0, "records": {}}, "last7d": {"runs": 0, "failures": 0, "records": {}}, "hourly": []},
+}
+
+
+def list_delegated(req: func.HttpRequest) -> func.HttpResponse:
+    if req.route_params.get("id"):
+        return reply(200, DELEGATED)
+    return func.HttpResponse(json.dumps({"success": True, "data": [DELEGATED], "continuationToken": None}),
+                             mimetype="application/json")
+
+
+def authorize(req: func.HttpRequest) -> func.HttpResponse:
+    with lock:
+        state.setdefault("authorized", []).append(req.route_params["id"])
+    base = req.url.split("/api/")[0]
+    url = f"{base}/api/fake-entra/contoso.onmicrosoft.com/oauth2/v2.0/authorize?client_id=platform&state=s1"
+    return reply(200, {"authorizationUrl": url, "expiresAt": "2026-01-01T00:10:00Z"})
+
+
+def entra_login(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse("<html><title>Sign in to your account</title><body>Pick an account</body></html>",
+                             mimetype="text/html")
