@@ -372,4 +372,16 @@ document.getElementById("confirm-disconnect-button").addEventListener("click", (
   dialog.close("confirm");
   disconnect(dialog.dataset.integrationId);
 });
+// Back from "Sign in again": the OAuth callback sends the browser to OAUTH_RETURN_URL (this page)
+// with ?integrationId=...&result=connected|denied.
+(function signInResult() {
+  const url = new URL(window.location.href);
+  const result = url.searchParams.get("result");
+  if (!result) return;
+  notice(result === "connected" ? "Signed in: the integration is connected again." : `Sign-in ${result}: nothing changed.`,
+    result !== "connected");
+  url.searchParams.delete("result");
+  url.searchParams.delete("integrationId");
+  history.replaceState(null, "", url.pathname + url.search + url.hash);
+})();
 refreshAll();

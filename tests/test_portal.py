@@ -293,4 +293,9 @@ def test_sign_in_again_sends_a_delegated_integration_to_its_authorization_url(br
         wait_for(browser, lambda b: "/fake-entra/" in b.current_url, "the browser to go to Entra ID")
         assert browser.title == "Sign in to your account"
         assert "state=s1" in browser.current_url
+        # the OAuth callback's redirect back to OAUTH_RETURN_URL (this page) with the outcome
+        browser.get(f"{host.base_url}/api/portal?integrationId=delegated-1&result=connected")
+        wait_for(browser, lambda b: b.execute_script("return document.body.dataset.loaded"), "the page to load")
+        assert browser.find_element("id", "notice").text == "Signed in: the integration is connected again."
+        assert "result=" not in browser.current_url
     assert fake_async.state["authorized"] == ["delegated-1"]
