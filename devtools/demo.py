@@ -1,8 +1,9 @@
 """The README's first command: the service end to end on this machine, printed for a person.
 
 Starts Azurite (in memory), the BC simulator (demo company CRONUS International Ltd.) and the
-local Functions host, then drives the real HTTP API: create an integration, test connection,
-full sync, a second full sync, changes in "BC", a delta sync, and the sync logs."""
+local Functions host (HTTP routes and the runs queue's trigger), then drives the real HTTP API:
+create an integration, test connection, full sync, a second full sync, changes in "BC", a delta
+sync, an asynchronous full sync with live progress, the runs, and the sync logs."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ import base64
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,39 @@ class Client:
         return payload["data"]
 
 
+def watch_async_run(api: Client, iid: str) -> None:
+    """Start a run in the background and draw its progress until it ends, as a person polling
+    the Location header would."""
+    response = api.http.post(f"/integrations/{iid}/dynamics/sync", json={"mode": "full"}, headers={"Prefer": "respond-async"})
+    payload = response.json()
+    if response.status_code != 202:
+        print(f"  ! expected 202, got HTTP {response.status_code}: {json.dumps(payload)}")
+        sys.exit(1)
+    location = response.headers["Location"]
+    print(f"  HTTP 202, Location: {location}, Retry-After: {response.headers['Retry-After']}s")
+    last = ""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        run = api.call("GET", location.removeprefix("/api"))
+        bars = "  ".join(f"{key} {_percent(p)}" for key, p in run["progress"].items())
+        line = f"  {run['status']:<9} {bars}"
+        if line != last:
+            print(line)
+            last = line
+        if run["status"] in ("succeeded", "failed"):
+            print(f"  finished in {run['slices']} slice(s): " + ", ".join(f"{k} read {p['read']}" for k, p in run["progress"].items()))
+            return
+        time.sleep(0.05)
+    print("  ! the run did not finish within 2 minutes")
+    sys.exit(1)
+
+
+def _percent(progress: dict[str, Any]) -> str:
+    if progress["done"]:
+        return "done"
+    return f"{progress['read']} read"
+
+
 def make_changes(sim: BCSimulator) -> list[str]:
     """Edits a person would make in BC between two syncs; returns what was done."""
     company = sim.company()
@@ -100,12 +135,13 @@ def run(serve: bool) -> None:
                 "TABLES_CONNECTION_STRING": azurite.connection_string,
                 "AzureWebJobsStorage": azurite.connection_string,
                 "TABLE_PREFIX": "",
-                "SYNC_QUEUE_NAME": "sync-runs",  # the page's "Sync now" is a queued run, served by the host
                 "BC_API_BASE_URL": sim.base_url,
                 "AZURE_AUTHORITY_HOST": sim.base_url,
                 "CREDENTIALS_KEY": os.environ.get("CREDENTIALS_KEY") or base64.b64encode(os.urandom(32)).decode(),
                 "SSL_CERT_FILE": sim.ca_path,
                 "REQUESTS_CA_BUNDLE": sim.ca_path,
+                "SYNC_QUEUE_NAME": "sync-runs",
+                "BC_PAGE_SIZE": "100",  # small pages, so the asynchronous run's progress moves visibly
             }
         )
         with FunctionHost(ROOT, queues=True, demo_principal=USER) as host:  # the page (dev only) acts as USER
@@ -150,6 +186,14 @@ def run(serve: bool) -> None:
             heading('Delta sync (POST .../dynamics/sync {"mode": "delta"})')
             show_counts(api.call("POST", f"/integrations/{iid}/dynamics/sync", {"mode": "delta"}))
 
+            heading("Asynchronous full sync (POST .../dynamics/sync with Prefer: respond-async)")
+            watch_async_run(api, iid)
+
+            heading("Runs (GET .../sync-runs), newest first")
+            for entry in api.call("GET", f"/integrations/{iid}/sync-runs", top=5):
+                total = sum(c["created"] + c["updated"] + c.get("unchanged", 0) for c in entry["counts"].values())
+                print(f"  {entry['runId']}  {entry['trigger']:<7}{entry['mode']:<6}{entry['status']:<10} slices {entry['slices']}, records {total}, BC requests {entry['bcRequests']}")
+
             heading("Sync logs (GET .../sync-logs?top=10), newest first")
             logs = api.call("GET", f"/integrations/{iid}/sync-logs", top=10)
             for entry in logs:
@@ -174,8 +218,6 @@ def run(serve: bool) -> None:
                 print(f"  curl -s -H 'X-MS-CLIENT-PRINCIPAL-ID: {USER}' {host.base_url}/api/integrations/{iid}/sync-logs?top=3")
                 print(f"  curl -s -X POST -H 'X-MS-CLIENT-PRINCIPAL-ID: {USER}' {host.base_url}/api/integrations/{iid}/dynamics/sync")
                 try:
-                    import time
-
                     while True:
                         time.sleep(3600)
                 except KeyboardInterrupt:

@@ -292,3 +292,49 @@ def test_two_companies_of_one_user_sharing_bc_ids_keep_separate_records(api: Api
     assert sum(r["name"].startswith("Copy of") for r in theirs) == 10
     assert len({r["PartitionKey"] for r in mine}) > 4  # spread over several partitions
     assert api.sync(first["id"]).data["suppliers"]["unchanged"] == 45  # matched within its integration
+
+
+def test_a_worker_killed_mid_slice_leaves_a_message_that_finishes_the_run_exactly_once(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
+    """A real worker process is killed after its first page: the message reappears, the dead
+    slice's lease expires, and the next delivery continues from the checkpoint."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    integration = api.create_integration(sim, entities=["products"])
+    run_id = api.post(f"integrations/{integration['id']}/dynamics/sync", None, headers=ASYNC).data["runId"]
+    sim.faults.add(200, delay=30, times=1, path_contains="skiptoken")  # the worker hangs on page 2
+    worker = subprocess.Popen(
+        [sys.executable, "-c", (
+            "from shared.app import get_app\n"
+            "from shared.runs.worker import process\n"
+            "app = get_app()\n"
+            "[m] = list(app.queue.client.receive_messages(max_messages=1, visibility_timeout=3))\n"
+            "process(m.content, dequeue_count=m.dequeue_count)\n"
+        )],
+        cwd=str(ROOT), env=dict(os.environ),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(_records(app, "Products", integration["id"])) < 100:
+            time.sleep(0.1)
+        assert len(_records(app, "Products", integration["id"])) == 100  # page 1 stored, page 2 pending
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    sim.faults.clear()
+    assert app.leases.holder(integration["id"]) == run_id  # the dead slice's lease is still there
+    time.sleep(3.5)  # the message's visibility timeout passes: it reappears
+    outcomes = drain(app)
+    assert [o.state for o in outcomes] == ["skipped"]  # the lease has not expired: it backs off
+    clock.advance(app.settings.lease_seconds + 120)  # (the worker's real clock ran ahead of the test's)
+    run = app.runs.get(integration["id"], run_id)
+    assert run is not None
+    assert handle_message(app, SliceMessage("user-1", integration["id"], run_id, run.seq)).state == "finished"
+    run = app.runs.get(integration["id"], run_id)
+    assert run is not None and run.status == "succeeded"
+    rows = _records(app, "Products", integration["id"])
+    assert sorted(r["externalId"] for r in rows) == sorted(i["id"] for i in sim.company().records("items"))
+    first_page = [r for r in sim.requests if r.path.endswith("/items") and "$skiptoken" not in r.query]
+    assert len(first_page) == 1  # page 1 was not read again: the checkpoint held
