@@ -45,6 +45,17 @@ def browser() -> Iterator[Any]:
     driver.quit()
 
 
+@pytest.fixture(autouse=True)
+def _forget_tokens() -> Iterator[None]:
+    """Tokens are cached per process by authority URL; a later test's simulator may get this one's
+    port, and would then be offered a token it never issued (a 401 its own test does not expect)."""
+    yield
+    from shared.bc.auth import TokenProvider
+
+    with TokenProvider._apps_lock:
+        TokenProvider._apps.clear()
+
+
 @pytest.fixture
 def portal(env: dict[str, str]) -> Iterator[str]:
     """The local host over real HTTP, acting as USER for requests without an identity (dev flag)."""
