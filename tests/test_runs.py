@@ -22,6 +22,7 @@ from shared.runs.queue import SliceMessage
 from shared.runs.slices import handle_message, run_slice
 from shared.runs.worker import process
 from shared.storage.integrations import Integration
+from shared.storage.schedule import schedule_key
 from tests.support import ROOT, Api, FakeClock, drain, integration_body, tick
 
 ASYNC = {"Prefer": "respond-async"}
@@ -249,15 +250,18 @@ def test_the_queue_being_unavailable_answers_503_and_leaves_nothing_half_queued(
 def test_the_timer_queues_only_the_due_integrations_among_thousands(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
     later = to_iso(clock.now() + timedelta(hours=1))
     now = to_iso(clock.now())
-    ids = []
-    for n in range(2000):
-        integration = Integration(id=f"int-{n:05d}", userId=f"user-{n % 97}", name="x", tenantId="t", companyId="c", clientId="k",
-                                  entities=["suppliers"], nextSyncAt=now if n % 400 == 0 else later, createdAt=now)
-        app.integrations.upsert(integration)
-        ids.append(integration.id)
-    due = [i for n, i in enumerate(ids) if n % 400 == 0]
+    integrations = [
+        Integration(id=f"int-{n:05d}", userId=f"user-{n % 97}", name="x", tenantId="t", companyId="c", clientId="k",
+                    entities=["suppliers"], nextSyncAt=now if n % 400 == 0 else later, createdAt=now)
+        for n in range(5000)
+    ]
+    # Written in bulk in the shapes the repository writes (an upsert each would take minutes).
+    assert app.store.write("Integrations", [("upsert", i.to_entity()) for i in integrations]) == []
+    index = [("upsert", {"PartitionKey": "due", "RowKey": schedule_key(i), "userId": i.userId, "integrationId": i.id}) for i in integrations]
+    assert app.store.write("SyncSchedule", index) == []
+    due = [i.id for n, i in enumerate(integrations) if n % 400 == 0]
     summary = run_scheduled(app)
-    assert sorted(summary["queued"]) == sorted(due) and summary["failed"] == []
+    assert sorted(summary["queued"]) == sorted(due) and summary["failed"] == [] and summary["stale"] == 0
     assert _queue_length(app) == len(due)
     again = run_scheduled(app)  # still due (their runs are queued): coalesced, not queued twice
     assert sorted(again["coalesced"]) == sorted(due) and again["queued"] == []
