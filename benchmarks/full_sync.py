@@ -166,6 +166,7 @@ def main() -> None:
         before, before_meter = ceiling()
         row("ceiling (before)", before_meter, args.items, blank)
         rates: dict[str, float] = {}
+        meters: dict[str, Meter] = {}
         profile_text = ""
         for label, mode in (("full (empty platform)", "full"), ("full again (no change)", "full"), (f"delta ({CHANGED_FOR_DELTA} changed)", "delta")):
             if mode == "delta":
@@ -181,6 +182,7 @@ def main() -> None:
             p = run.progress["products"]
             total = p.created + p.updated + p.unchanged
             rates[label] = total / meter.wall
+            meters[label] = meter
             row(label, meter, total, f"{p.created:>9}{p.updated:>9}{p.unchanged:>10}{run.bcRequests:>8}")
             if p.errors or run.status != "succeeded":
                 print(f"    {run.status}: {p.errors} errors {run.error or ''}")
@@ -201,6 +203,12 @@ def main() -> None:
         mean = (before + after) / 2
         print(f"first full sync {first:,.0f} records/s; ceiling {before:,.0f} before, {after:,.0f} after (mean {mean:,.0f}) entities/s: "
               f"ratio {first / mean:.2f}")
+        sync_cpu = meters["full (empty platform)"]
+        ceiling_cpu = [before_meter, after_meter]
+        per_entity = sum(m.cpu + m.azurite_cpu for m in ceiling_cpu) / (2 * args.items)
+        per_record = (sync_cpu.cpu + sync_cpu.azurite_cpu) / args.items
+        print(f"CPU per entity (this process + Azurite): ceiling {per_entity * 1000:.2f} ms, first full sync {per_record * 1000:.2f} ms: "
+              f"ratio {per_entity / per_record:.2f} (what the throughput ratio tends to when the machine is CPU-bound)")
         print(f"the stored products rewritten raw: {records_ceiling:,.0f} entities/s, {records_ceiling / mean:.2f} of the 10-property ceiling")
         print(f"properties per entity (PartitionKey, RowKey included): stored products {property_count(app, 'Products'):.1f}, "
               f"ceiling entities {property_count(app, CEILING_TABLE):.1f}")

@@ -34,10 +34,10 @@ class Simulator:
     def company_id(self) -> str:
         return str(self.info["company_id"])
 
-    def stats(self) -> dict[str, Any]:
-        """Counters of a probed simulator (benchmarks.simprobe): one JSON line per request."""
+    def command(self, line: str) -> dict[str, Any]:
+        """Ask a probed simulator (benchmarks.simprobe) `stats` or `reset`: one JSON line back."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("stats\n")
+        self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
         return json.loads(self.proc.stdout.readline())
 
