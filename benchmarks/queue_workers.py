@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks.support import configure, new_integration, simulator
+from benchmarks.support import StorageCounter, configure, describe, new_integration, simulator
 from devtools.azurite import AzuriteServer
 from devtools.bcsim import DEMO_US_COMPANY_ID
 
@@ -72,6 +72,7 @@ def main() -> None:
             worker = next(listener for listener in host.listeners if listener.function == "sync_worker")
             print(f"local host at {host.base_url}, sync_worker batch size {worker._options.batch_size}")  # noqa: SLF001
             sim.command("reset")
+            counter = StorageCounter().watch(azurite)  # this process: the host's HTTP functions and workers
             t0 = datetime.now(timezone.utc)
             started = time.perf_counter()
             statuses: Counter[int] = Counter()
@@ -86,10 +87,12 @@ def main() -> None:
             print(f"{len(integrations)} async requests from {args.clients} callers answered in {posted:.1f}s: {dict(statuses)}")
 
             runs: list[Any] = []
+            storage: Counter[tuple[str, str]] = Counter()
             deadline = time.perf_counter() + args.timeout
             while time.perf_counter() < deadline:
                 time.sleep(1.0)
                 if worker.idle and worker._client.get_queue_properties().approximate_message_count == 0:  # noqa: SLF001
+                    storage = counter.snapshot()  # before this check's own reads of the runs
                     runs = [app.runs.get(i.id, run_ids[i.id]) for i in integrations if i.id in run_ids]
                     if all(r is not None and not r.active for r in runs):
                         break
@@ -109,6 +112,8 @@ def main() -> None:
         print(f"runs: {dict(outcome)}, {slices} slices; wall time from the first request to the last finished run: {wall:.1f}s "
               f"({len(finished) / wall:.1f} runs/s)")
         print(f"BC requests (runs' bcRequests): {bc}, {bc / wall:.1f} per second for the one credential")
+        print(f"storage requests of the host (requests, listeners' polling, workers; and this script's one queue check a second): {sum(storage.values())}, "
+              f"{sum(storage.values()) / max(1, len(finished)):.0f} per run ({describe(storage)})")
         active = (probe["last_at"] or 0) - (probe["first_at"] or 0)
         print(f"simulator side: {probe['api_requests']} BC API requests ({probe['api_requests'] / wall:.1f}/s over the wall time, "
               f"{probe['api_requests'] / max(active, 1e-9):.1f}/s between the first and the last), "
