@@ -51,6 +51,7 @@ def child(items: int, trace: bool, page_size: int) -> None:
             "first_s": first_s, "second_s": second_s,
             "created": first.progress["products"].created, "unchanged": second.progress["products"].unchanged,
             "errors": first.progress["products"].errors + second.progress["products"].errors,
+            "failures": [f"{run.status}: {run.error}" for run in (first, second) if run.status != "succeeded"],
         }
         if trace:
             current, peak = tracemalloc.get_traced_memory()
@@ -84,6 +85,8 @@ def main() -> None:
         results.append(r)
         print(f"{items:>8}{r['first_s']:>9.1f}{r['second_s']:>10.1f}{r['created']:>9}{r['unchanged']:>11}{r['baseline_mb']:>15.0f}"
               f"{r['after_first_mb']:>14.0f}{r['peak_mb']:>9.0f}{r['wall_s']:>8.0f}" + (f"  errors {r['errors']}" if r["errors"] else ""))
+        for failure in r["failures"]:
+            print(f"    a run did not succeed: {failure}")
         if args.trace:
             print(f"    tracemalloc: {r['traced_current_mb']:.1f} MB held at the end, {r['traced_peak_mb']:.1f} MB at the peak; top growth:")
             for line in r["top"]:
