@@ -13,7 +13,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError
 from azure.data.tables.aio import TableServiceClient as AsyncTableServiceClient
 
@@ -22,6 +22,7 @@ from shared.errors import ValidationError
 log = logging.getLogger(__name__)
 
 MAX_TRANSACTION = 100  # Table Storage: at most 100 operations, one PartitionKey
+TRANSPORT_RETRIES = 3  # a transaction whose connection dropped is sent again (the SDK does not)
 Entity = dict[str, Any]
 
 
@@ -177,10 +178,21 @@ class _AsyncWriter:
         client = service.get_table_client(table)
         slots = asyncio.Semaphore(concurrency)
 
+        async def send(operations: list[tuple[Any, ...]]) -> None:
+            """One transaction; a dropped connection is retried (every operation is idempotent)."""
+            for attempt in range(TRANSPORT_RETRIES + 1):
+                try:
+                    await client.submit_transaction(operations)
+                    return
+                except (ServiceRequestError, ServiceResponseError) as error:
+                    if attempt == TRANSPORT_RETRIES:
+                        raise HttpResponseError(f"storage unreachable: {error}") from error
+                    await asyncio.sleep(0.2 * 2**attempt)
+
         async def submit(chunk: list[tuple[str, Entity]]) -> list[WriteFailure]:
             async with slots:
                 try:
-                    await client.submit_transaction([_operation(*op) for op in chunk])
+                    await send([_operation(*op) for op in chunk])
                     return []
                 except (TableTransactionError, HttpResponseError) as error:
                     if len(chunk) == 1:
@@ -189,7 +201,7 @@ class _AsyncWriter:
                 failures = []
                 for op in chunk:
                     try:
-                        await client.submit_transaction([_operation(*op)])
+                        await send([_operation(*op)])
                     except (TableTransactionError, HttpResponseError) as error:
                         failures.append(WriteFailure(op[1], error))
                 return failures
