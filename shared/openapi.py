@@ -9,9 +9,10 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from shared.entities import LOG_TYPES
-from shared.models import CompanyDiscovery, IntegrationCreate, IntegrationUpdate, SyncBody
+from shared.models import AuthorizeBody, CompanyDiscovery, IntegrationCreate, IntegrationUpdate, SyncBody
 
 REF = "#/components/schemas/{model}"
+PAGE_OR_JSON = {"text/html": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}}
 NULLABLE_STRING = {"type": ["string", "null"]}
 ERROR_CODES = {
     400: "invalid_json or validation_error: the message names the field and the rule",
@@ -119,7 +120,7 @@ ERROR = {
 def build() -> dict[str, Any]:
     """The whole document (deterministic, so the checked-in openapi.yaml can be compared)."""
     _, generated = models_json_schema(
-        [(m, "validation") for m in (IntegrationCreate, IntegrationUpdate, CompanyDiscovery, SyncBody)], ref_template=REF
+        [(m, "validation") for m in (IntegrationCreate, IntegrationUpdate, CompanyDiscovery, SyncBody, AuthorizeBody)], ref_template=REF
     )
     schemas: dict[str, Any] = dict(generated.get("$defs", {}))
     schemas.update({"Integration": INTEGRATION, "Company": COMPANY, "SyncLogEntry": LOG_ENTRY, "WebhookDelivery": DELIVERY,
@@ -182,6 +183,35 @@ def build() -> dict[str, Any]:
                                    _param("status", schema={"enum": ["SUCCESS", "PARTIAL", "FAILED"]}),
                                    _param("since", schema={"type": "string", "format": "date-time"}), TOP, TOKEN],
                     "responses": _responses(200, {"type": "array", "items": _ref("SyncLogEntry")}, [400, 404], paged=True)},
+        },
+        "/integrations/{id}/dynamics/authorize": {
+            "parameters": [ID],
+            "post": {"operationId": "authorizeIntegration", "requestBody": _body("AuthorizeBody", required=False),
+                     "responses": _responses(200, {"type": "object", "required": ["authorizationUrl", "expiresAt"],
+                                                   "properties": {"authorizationUrl": {"type": "string"}, "expiresAt": {"type": "string"}}},
+                                             [400, 404, 413])},
+        },
+        "/oauth/callback": {
+            "get": {"operationId": "oauthCallback", "security": [],
+                    "description": "Where Entra ID sends the browser back (anonymous: the single-use state is the credential).",
+                    "parameters": [_param("code"), _param("state"), _param("error"), _param("error_description")],
+                    "responses": {
+                        "200": {"description": "the outcome as a small page (or JSON with Accept: application/json)", "content": PAGE_OR_JSON},
+                        "302": {"description": "to OAUTH_RETURN_URL?integrationId=..&result=connected|denied|error",
+                                "headers": {"Location": {"schema": {"type": "string"}}}},
+                        "400": {"description": "unknown, expired or used state: nothing changed", "content": PAGE_OR_JSON},
+                        "500": {"description": "configuration_error", "content": PAGE_OR_JSON}}},
+        },
+        "/portal/{path}": {
+            "parameters": [_param("path", "path", {"type": "string", "pattern": "^[A-Za-z0-9._-]*$"})],
+            "get": {"operationId": "portalAsset", "security": [], "description": "The monitoring page's static files.",
+                    "responses": {"200": {"description": "the file", "content": {t: {"schema": {"type": "string"}} for t in
+                                                                                ("text/html", "text/javascript", "text/css", "image/svg+xml")}},
+                                  "404": {"description": "no such file", "content": {"text/plain": {"schema": {"type": "string"}}}}}},
+        },
+        "/portal": {
+            "get": {"operationId": "portalPage", "security": [],
+                    "responses": {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}}},
         },
         "/integrations/{id}/webhook-deliveries": {
             "parameters": [ID],
