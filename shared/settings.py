@@ -37,6 +37,7 @@ class Settings:
     bc_requests_per_5_minutes: int = 6000
     log_retention_days: int = 30
     write_concurrency: int = 8
+    change_feed_settle_seconds: int = 120
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -87,4 +88,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         http_sync_budget_seconds=_int(env, "SYNC_HTTP_BUDGET_SECONDS", 200, 5, 3600),
         log_retention_days=_int(env, "SYNC_LOG_RETENTION_DAYS", 30, 1, 3650),
         write_concurrency=_int(env, "STORAGE_WRITE_CONCURRENCY", 8, 1, 64),
+        change_feed_settle_seconds=_int(env, "CHANGE_FEED_SETTLE_SECONDS", 120, 0, 86400),
     )

@@ -10,7 +10,7 @@ import logging
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError
@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 
 MAX_TRANSACTION = 100  # Table Storage: at most 100 operations, one PartitionKey
 Entity = dict[str, Any]
+Operation = tuple[str, Entity]
+#: Called with the operations of each transaction just before it is sent (a replay of one
+#: entity included); may annotate them and return one more operation on the same partition
+#: that then commits in the same transaction (the change feed's rows, shared/storage/changes.py).
+Attach = Callable[[list[Operation]], Operation | None]
 
 
 class WriteFailure(Exception):
@@ -66,18 +71,20 @@ class TableStore:
         """Run `fn` over items on a bounded thread pool (point reads), keeping order."""
         return list(self._pool.map(fn, items))
 
-    def write(self, table: str, operations: list[tuple[str, Entity]]) -> list[WriteFailure]:
+    def write(self, table: str, operations: list[tuple[str, Entity]], *, attach: Attach | None = None) -> list[WriteFailure]:
         """Apply ("upsert"|"merge"|"delete", entity) operations in <=100-op transactions per
         partition, `write_concurrency` in flight. A refused transaction is replayed entity by
-        entity, so one bad entity fails alone; the failures are returned, never raised."""
+        entity, so one bad entity fails alone; the failures are returned, never raised.
+        `attach` adds one operation to every transaction (see Attach)."""
         if not operations:
             return []
         self.table(table)  # created if missing
         by_partition: dict[str, list[tuple[str, Entity]]] = defaultdict(list)
         for op in operations:
             by_partition[op[1]["PartitionKey"]].append(op)
-        chunks = [ops[i : i + MAX_TRANSACTION] for ops in by_partition.values() for i in range(0, len(ops), MAX_TRANSACTION)]
-        return _writer().write(self._connection_string, f"{self._prefix}{table}", chunks, self._concurrency)
+        size = MAX_TRANSACTION - (1 if attach else 0)
+        chunks = [ops[i : i + size] for ops in by_partition.values() for i in range(0, len(ops), size)]
+        return _writer().write(self._connection_string, f"{self._prefix}{table}", chunks, self._concurrency, attach)
 
     def query(
         self,
@@ -120,21 +127,25 @@ class _AsyncWriter:
         threading.Thread(target=self._loop.run_forever, name="tables-writer", daemon=True).start()
         atexit.register(self.close)
 
-    def write(self, connection_string: str, table: str, chunks: list[list[tuple[str, Entity]]], concurrency: int) -> list[WriteFailure]:
-        future = asyncio.run_coroutine_threadsafe(self._write(connection_string, table, chunks, concurrency), self._loop)
+    def write(self, connection_string: str, table: str, chunks: list[list[tuple[str, Entity]]], concurrency: int, attach: Attach | None = None) -> list[WriteFailure]:
+        future = asyncio.run_coroutine_threadsafe(self._write(connection_string, table, chunks, concurrency, attach), self._loop)
         return future.result()
 
-    async def _write(self, connection_string: str, table: str, chunks: list[list[tuple[str, Entity]]], concurrency: int) -> list[WriteFailure]:
+    async def _write(self, connection_string: str, table: str, chunks: list[list[tuple[str, Entity]]], concurrency: int, attach: Attach | None = None) -> list[WriteFailure]:
         service = self._services.get(connection_string)
         if service is None:
             service = self._services[connection_string] = AsyncTableServiceClient.from_connection_string(connection_string)
         client = service.get_table_client(table)
         slots = asyncio.Semaphore(concurrency)
 
+        def transaction(ops: list[tuple[str, Entity]]) -> list[tuple[Any, ...]]:
+            extra = attach(ops) if attach else None
+            return [_operation(*op) for op in ops] + ([_operation(*extra)] if extra else [])
+
         async def submit(chunk: list[tuple[str, Entity]]) -> list[WriteFailure]:
             async with slots:
                 try:
-                    await client.submit_transaction([_operation(*op) for op in chunk])
+                    await client.submit_transaction(transaction(chunk))
                     return []
                 except (TableTransactionError, HttpResponseError) as error:
                     if len(chunk) == 1:
@@ -143,7 +154,7 @@ class _AsyncWriter:
                 failures = []
                 for op in chunk:
                     try:
-                        await client.submit_transaction([_operation(*op)])
+                        await client.submit_transaction(transaction([op]))
                     except (TableTransactionError, HttpResponseError) as error:
                         failures.append(WriteFailure(op[1], error))
                 return failures
