@@ -162,6 +162,8 @@ def run(serve: bool) -> None:
             print(f"  status {current['status']}, lastSyncedAt {current['lastSyncedAt']}, nextSyncAt {current['nextSyncAt']}")
             print(f"  last 24h: {current['statistics']['last24h']}")
 
+            show_delta_changes(api, iid)  # the change feed (issue 13); keep this the last step
+
             if serve:
                 heading("Serving: try it with curl (Ctrl+C stops)")
                 print(f"  curl -s -H 'X-MS-CLIENT-PRINCIPAL-ID: {USER}' {host.base_url}/api/integrations/{iid}/sync-logs?top=3")
@@ -174,6 +176,33 @@ def run(serve: bool) -> None:
                 except KeyboardInterrupt:
                     pass
     print("\nDone: Azurite, the simulator and the host are stopped.")
+
+
+def show_delta_changes(api: "Client", iid: str, shown: int = 3) -> None:
+    """The demo's last step: the change feed read from the beginning, each record once at its
+    latest change, so the changes stamped after the last run started are the delta's."""
+    from shared.clock import parse_iso
+
+    heading("Change feed (GET .../changes/{dataType}): what the delta sync changed")
+    last_run = api.call("GET", f"/integrations/{iid}/sync-runs", top=1)[0]
+    started = parse_iso(last_run["startedAt"])
+    for data_type in ALL_TYPES:
+        changes: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"top": 1000, **({"cursor": cursor} if cursor else {})}
+            page = api.http.get(f"/integrations/{iid}/changes/{data_type}", params=params).json()
+            changes += page["data"]
+            cursor = page["cursor"]
+            if not page["hasMore"]:
+                break
+        recent = [c for c in changes if parse_iso(c["changedAt"]) >= started]
+        print(f"  {data_type:<15}{len(changes):>5} records in the feed, {len(recent)} changed by the delta sync")
+        for change in recent[:shown]:
+            record = change["record"]
+            label = record.get("name") or record.get("number") or record.get("description") or ""
+            flags = " deletedInBC" if record.get("deletedInBC") else ""
+            print(f"      {change['changedAt']}  {change['externalId']}  {label}  [{record.get('syncStatus')}{flags}]")
 
 
 def main() -> None:
