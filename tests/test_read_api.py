@@ -259,3 +259,61 @@ def test_changed_order_lines_put_their_order_in_the_feed(api: Api, sim: BCSimula
     assert [c["externalId"] for c in changes] == [order["id"]]
     changed_line = next(x for x in changes[0]["record"]["lines"] if x["externalId"] == line["id"])
     assert changed_line["quantity"] == 7
+
+
+# -- the change rows themselves -----------------------------------------------------------------
+def test_a_change_row_commits_with_its_records_and_never_names_a_refused_one(app: App, clock: FakeClock) -> None:
+    from shared.keys import record_partition
+    from shared.storage.changes import ChangeLog, row_keys_of
+
+    partition = record_partition("int-x", "a")
+    ops = [("upsert", {"PartitionKey": partition, "RowKey": f"rec{i:03d}", "name": f"n{i}"}) for i in range(150)]
+    ops[40][1]["name"] = "x" * 40000  # 80 KB as UTF-16: Table Storage refuses this one entity
+    failures = app.store.write("Atomic", ops, attach=ChangeLog(clock))
+    assert [f.entity["RowKey"] for f in failures] == ["rec040"]
+    rows = list(app.store.table("Atomic").query_entities("PartitionKey eq @pk", parameters={"pk": partition}))
+    records = {str(r["RowKey"]): r for r in rows if not is_change_row(str(r["RowKey"]))}
+    change_rows = [r for r in rows if is_change_row(str(r["RowKey"]))]
+    named = [key for row in change_rows for key in row_keys_of(row)]
+    assert sorted(named) == sorted(records) and "rec040" not in named and len(records) == 149
+    # Every stored record points at the change row that names it.
+    by_row = {str(row["RowKey"]): set(row_keys_of(row)) for row in change_rows}
+    assert all(key in by_row[record["changeKey"]] for key, record in records.items())
+    assert all(len(row_keys_of(row)) <= 99 for row in change_rows)  # one slot left in each transaction
+
+
+def test_records_flagged_deleted_through_a_tracked_writer_appear_in_the_feed(api: Api, sim: BCSimulator, app: App, clock: FakeClock) -> None:
+    """How a reconcile stages its flags: merges through RecordWriter(tracked(store, clock), table)."""
+    from shared.clock import to_iso
+    from shared.keys import record_partition, record_row_key
+    from shared.storage.changes import tracked
+    from shared.storage.records import RecordWriter
+
+    integration = synced(api, sim, entities=["suppliers"])
+    iid = integration["id"]
+    clock.advance(SETTLED)
+    _, cursor = read_feed(api, iid, "suppliers")
+    gone = sim.company().records("vendors")[5]["id"]
+    key = record_row_key(gone)
+    writer = RecordWriter(tracked(app.store, clock), "Suppliers")
+    writer.merge({"PartitionKey": record_partition(iid, key), "RowKey": key, "deletedInBC": True, "deletedAt": to_iso(clock.now())})
+    assert writer.flush() == []
+    changes, _ = read_feed(api, iid, "suppliers", cursor)
+    assert [(c["externalId"], c["record"]["deletedInBC"]) for c in changes] == [(gone, True)]
+    assert api.get(f"integrations/{iid}/records/suppliers/{gone}").data["deletedAt"]
+
+
+def test_the_openapi_entries_describe_the_function_routes() -> None:
+    from tests.support import ROOT
+
+    spec = json.loads((ROOT / "openapi" / "records.json").read_text())
+    routes = set()
+    for folder in ("records_http", "changes_http"):
+        binding = json.loads((ROOT / folder / "function.json").read_text())["bindings"][0]
+        assert binding["authLevel"] == "function" and binding["methods"] == ["get"]
+        routes.add("/api/" + binding["route"].replace("{externalId?}", "").rstrip("/"))
+        if "{externalId?}" in binding["route"]:
+            routes.add("/api/" + binding["route"].replace("{externalId?}", "{externalId}"))
+    assert set(spec["paths"]) == routes
+    changes = spec["paths"]["/api/integrations/{id}/changes/{dataType}"]["get"]
+    assert {"cursor", "hasMore"} <= set(changes["responses"]["200"]["content"]["application/json"]["schema"]["required"])
