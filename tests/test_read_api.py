@@ -15,7 +15,7 @@ from devtools.bcsim import DEMO_COMPANY_ID, BCSimulator
 from shared.app import App, use_app
 from shared.runs.dispatch import RunRequest, start_run
 from shared.runs.slices import run_slice
-from shared.storage.changes import is_change_row
+from shared.storage.changes import Position, is_change_row
 from tests.support import Api, FakeClock
 
 INTERNALS = {"PartitionKey", "RowKey", "contentHash", "changeKey", "odata.etag", "Timestamp"}
@@ -317,3 +317,24 @@ def test_the_openapi_entries_describe_the_function_routes() -> None:
     assert set(spec["paths"]) == routes
     changes = spec["paths"]["/api/integrations/{id}/changes/{dataType}"]["get"]
     assert {"cursor", "hasMore"} <= set(changes["responses"]["200"]["content"]["application/json"]["schema"]["required"])
+
+
+def test_the_scanner_pages_through_many_change_rows_of_a_partition_in_order(app: App, clock: FakeClock) -> None:
+    from shared.keys import record_partitions
+    from shared.storage.changes import ChangeLog, ChangeScanner
+
+    partitions = record_partitions("int-y")
+    log = ChangeLog(clock)
+    for i in range(45):  # a hot partition: 45 change rows, pages of 10 rows are read for top=40
+        partition = partitions[0] if i % 9 else partitions[5]
+        assert app.store.write("Many", [("upsert", {"PartitionKey": partition, "RowKey": f"r{i:02d}"})], attach=log) == []
+        clock.advance(0.5)
+    scanner = ChangeScanner(app.store, "Many")
+    batch = scanner.scan(partitions, [None] * 16, 40)
+    assert [c.record_key for c in batch.candidates] == [f"r{i:02d}" for i in range(40)] and batch.more
+    assert batch.requests >= 16 + 3  # the first page of every partition, then more of the hot one
+    positions = [None] * 16
+    for candidate in batch.candidates:
+        positions[candidate.partition] = Position(candidate.row_key, candidate.index + 1)
+    rest = scanner.scan(partitions, positions, 100)
+    assert [c.record_key for c in rest.candidates] == [f"r{i:02d}" for i in range(40, 45)] and not rest.more
