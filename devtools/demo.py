@@ -1,8 +1,11 @@
 """The README's first command: the service end to end on this machine, printed for a person.
 
 Starts Azurite (in memory), the BC simulator (demo company CRONUS International Ltd.) and the
-local Functions host, then drives the real HTTP API: create an integration, test connection,
-full sync, a second full sync, changes in "BC", a delta sync, and the sync logs."""
+local Functions host (HTTP routes and the runs queue's trigger), then drives the real HTTP API:
+create an integration, test connection, full sync, a second full sync, changes in "BC", a delta
+sync, an asynchronous full sync with live progress, the runs, and the sync logs. Then a second
+integration connected by delegated sign-in (authorize, the simulator's sign-in page followed the
+way a browser follows redirects, the callback), its company picked from the list, and a sync."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +13,7 @@ import base64
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,10 @@ from devtools.bcsim import (
     DEMO_CLIENT_SECRET,
     DEMO_COMPANY_ID,
     DEMO_ENVIRONMENT,
+    DEMO_OAUTH_CLIENT_ID,
+    DEMO_OAUTH_CLIENT_SECRET,
     DEMO_TENANT_ID,
+    DEMO_US_COMPANY_ID,
     BCSimulator,
 )
 from devtools.funchost import FunctionHost
@@ -60,6 +67,39 @@ class Client:
         return payload["data"]
 
 
+def watch_async_run(api: Client, iid: str) -> None:
+    """Start a run in the background and draw its progress until it ends, as a person polling
+    the Location header would."""
+    response = api.http.post(f"/integrations/{iid}/dynamics/sync", json={"mode": "full"}, headers={"Prefer": "respond-async"})
+    payload = response.json()
+    if response.status_code != 202:
+        print(f"  ! expected 202, got HTTP {response.status_code}: {json.dumps(payload)}")
+        sys.exit(1)
+    location = response.headers["Location"]
+    print(f"  HTTP 202, Location: {location}, Retry-After: {response.headers['Retry-After']}s")
+    last = ""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        run = api.call("GET", location.removeprefix("/api"))
+        bars = "  ".join(f"{key} {_percent(p)}" for key, p in run["progress"].items())
+        line = f"  {run['status']:<9} {bars}"
+        if line != last:
+            print(line)
+            last = line
+        if run["status"] in ("succeeded", "failed"):
+            print(f"  finished in {run['slices']} slice(s): " + ", ".join(f"{k} read {p['read']}" for k, p in run["progress"].items()))
+            return
+        time.sleep(0.05)
+    print("  ! the run did not finish within 2 minutes")
+    sys.exit(1)
+
+
+def _percent(progress: dict[str, Any]) -> str:
+    if progress["done"]:
+        return "done"
+    return f"{progress['read']} read"
+
+
 def make_changes(sim: BCSimulator) -> list[str]:
     """Edits a person would make in BC between two syncs; returns what was done."""
     company = sim.company()
@@ -91,6 +131,42 @@ def make_changes(sim: BCSimulator) -> list[str]:
     ]
 
 
+def delegated(api: Client, sim: BCSimulator, host_url: str) -> str:
+    """Sign in with Microsoft: the platform's app registration, a person's consent, silent refresh."""
+    redirect_uri = f"{host_url}/api/oauth/callback"
+    os.environ.update({"OAUTH_CLIENT_ID": DEMO_OAUTH_CLIENT_ID, "OAUTH_CLIENT_SECRET": DEMO_OAUTH_CLIENT_SECRET,
+                       "OAUTH_REDIRECT_URI": redirect_uri})
+    sim.register_oauth_app([redirect_uri])
+
+    heading('Create a delegated integration ({"authMode": "delegated"}, no client secret)')
+    created = api.call("POST", "/integrations", {"name": "CRONUS USA (signed in)", "authMode": "delegated",
+                                                 "tenantId": DEMO_TENANT_ID, "environment": DEMO_ENVIRONMENT})
+    iid = created["id"]
+    print(f"  id {iid}, status {created['status']}")
+
+    heading("Sign in (POST .../dynamics/authorize, then the browser's round trip)")
+    started = api.call("POST", f"/integrations/{iid}/dynamics/authorize")
+    print(f"  authorizationUrl {started['authorizationUrl'].split('?')[0]}?... (expires {started['expiresAt']})")
+    with httpx.Client(verify=sim.ca_path, timeout=30) as browser:
+        consent = browser.get(started["authorizationUrl"])  # the simulator consents for its demo user
+        print(f"  Entra ID answered {consent.status_code}, redirecting to {consent.headers['Location'].split('?')[0]}")
+        page = browser.get(consent.headers["Location"])  # the browser lands on our callback
+    print(f"  callback answered {page.status_code}: {page.text.split('<h1>')[1].split('</h1>')[0]}")
+    current = api.call("GET", f"/integrations/{iid}")
+    print(f"  status {current['status']}, signed in as {current['authorizedUser']}")
+
+    heading("Pick a company (GET .../dynamics/companies, PATCH companyId)")
+    for company in api.call("GET", f"/integrations/{iid}/dynamics/companies"):
+        print(f"  {company['id']}  {company['displayName']}")
+    api.call("PATCH", f"/integrations/{iid}", {"companyId": DEMO_US_COMPANY_ID})
+
+    heading("Sync it (the access token comes silently from the stored refresh token)")
+    show_counts(api.call("POST", f"/integrations/{iid}/dynamics/sync"))
+    refreshes = sim.directory.grants.refreshes
+    print(f"  refresh_token grants so far: {refreshes} (each one rotated the refresh token, stored encrypted at once)")
+    return iid
+
+
 def run(serve: bool) -> None:
     with AzuriteServer() as azurite, BCSimulator(seed=42) as sim:
         os.environ.update(
@@ -103,9 +179,11 @@ def run(serve: bool) -> None:
                 "CREDENTIALS_KEY": os.environ.get("CREDENTIALS_KEY") or base64.b64encode(os.urandom(32)).decode(),
                 "SSL_CERT_FILE": sim.ca_path,
                 "REQUESTS_CA_BUNDLE": sim.ca_path,
+                "SYNC_QUEUE_NAME": "sync-runs",
+                "BC_PAGE_SIZE": "100",  # small pages, so the asynchronous run's progress moves visibly
             }
         )
-        with FunctionHost(ROOT) as host:
+        with FunctionHost(ROOT, queues=True) as host:
             print(f"Azurite (in memory): {azurite.connection_string.split('TableEndpoint=')[1]}")
             print(f"BC simulator + Entra ID: {sim.base_url}   Functions host: {host.base_url}/api")
             api = Client(host.base_url)
@@ -147,6 +225,14 @@ def run(serve: bool) -> None:
             heading('Delta sync (POST .../dynamics/sync {"mode": "delta"})')
             show_counts(api.call("POST", f"/integrations/{iid}/dynamics/sync", {"mode": "delta"}))
 
+            heading("Asynchronous full sync (POST .../dynamics/sync with Prefer: respond-async)")
+            watch_async_run(api, iid)
+
+            heading("Runs (GET .../sync-runs), newest first")
+            for entry in api.call("GET", f"/integrations/{iid}/sync-runs", top=5):
+                total = sum(c["created"] + c["updated"] + c.get("unchanged", 0) for c in entry["counts"].values())
+                print(f"  {entry['runId']}  {entry['trigger']:<7}{entry['mode']:<6}{entry['status']:<10} slices {entry['slices']}, records {total}, BC requests {entry['bcRequests']}")
+
             heading("Sync logs (GET .../sync-logs?top=10), newest first")
             logs = api.call("GET", f"/integrations/{iid}/sync-logs", top=10)
             for entry in logs:
@@ -162,6 +248,8 @@ def run(serve: bool) -> None:
             print(f"  status {current['status']}, lastSyncedAt {current['lastSyncedAt']}, nextSyncAt {current['nextSyncAt']}")
             print(f"  last 24h: {current['statistics']['last24h']}")
 
+            delegated(api, sim, host.base_url)
+
             show_delta_changes(api, iid)  # the change feed (issue 13); keep this the last step
 
             if serve:
@@ -169,8 +257,6 @@ def run(serve: bool) -> None:
                 print(f"  curl -s -H 'X-MS-CLIENT-PRINCIPAL-ID: {USER}' {host.base_url}/api/integrations/{iid}/sync-logs?top=3")
                 print(f"  curl -s -X POST -H 'X-MS-CLIENT-PRINCIPAL-ID: {USER}' {host.base_url}/api/integrations/{iid}/dynamics/sync")
                 try:
-                    import time
-
                     while True:
                         time.sleep(3600)
                 except KeyboardInterrupt:

@@ -57,8 +57,16 @@ def _seconds(value: str) -> float:
 
 
 def resolve(value: str) -> str:
-    """`%NAME%` app-setting expressions, as the host resolves them in bindings."""
-    return _SETTING.sub(lambda m: os.environ.get(m.group(1), ""), value)
+    """`%NAME%` app-setting expressions, as the host resolves them in bindings (a missing
+    setting is an error there too: the function does not start)."""
+
+    def setting(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if not os.environ.get(name):
+            raise RuntimeError(f"the app setting {name} (used by a queue binding) is not set")
+        return os.environ[name]
+
+    return _SETTING.sub(setting, value)
 
 
 class QueueListener:
