@@ -98,8 +98,11 @@ def main() -> None:
         integration = Integration(id=Integration.new_id(), userId=USER, name="bench", tenantId="t", companyId="c", clientId="x", entities=["products"])
         app.integrations.upsert(integration)
 
-        print("write side (the same pages, with and without a change row per transaction):")
+        if args.write_sample:
+            print("write side (the same pages, with and without a change row per transaction):")
         for label, clock in (("without change rows", None), ("with change rows", FixedClock(datetime.now(timezone.utc)))):
+            if not args.write_sample:
+                break
             sample_id = Integration.new_id()
             seconds = write(store, "ProductsSample", sample_id, list(range(args.write_sample)), clock)
             print(f"  {label:<22}{args.write_sample:>8} records {seconds:>7.2f}s {args.write_sample / seconds:>7.0f} records/s")
