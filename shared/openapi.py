@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from shared.entities import LOG_TYPES
+from shared.entities import ENTITY_TYPES, LOG_TYPES
 from shared.models import AuthorizeBody, CompanyDiscovery, IntegrationCreate, IntegrationUpdate, SyncBody
 
 REF = "#/components/schemas/{model}"
@@ -107,6 +107,40 @@ RUN = {
                    "progress": {"type": "object"}, "counts": {"type": "object"}, "error": {"type": ["object", "null"]},
                    "slices": {"type": ["integer", "null"]}, "bcRequests": {"type": ["integer", "null"]}},
 }
+# -- read API and change feed (design.md §13) --
+PLATFORM_RECORD = {
+    "type": "object",
+    "description": "The stored platform record: mapped fields and mapped custom fields (fieldMappings targets); sales orders "
+                   "carry `lines`. Storage internals (keys, contentHash, changeKey, ETags) are left out.",
+    "required": ["externalId", "externalSystem", "userId", "integrationId", "syncStatus", "lastSyncedAt"],
+    "properties": {
+        "externalId": {"type": "string"}, "externalSystem": {"const": "dynamics_bc"}, "userId": {"type": "string"},
+        "integrationId": {"type": "string"}, "syncStatus": {"enum": ["pending", "synced", "error", "conflict"]},
+        "syncError": {"type": "string", "description": "why syncStatus is error"},
+        "lastSyncedAt": {"type": "string"}, "sourceModifiedAt": {"type": "string"},
+        "deletedInBC": {"type": "boolean"}, "deletedAt": {"type": "string"},
+        "lines": {"type": "array", "items": {"type": "object", "required": ["externalId", "orderExternalId"],
+                                             "properties": {"externalId": {"type": "string"}, "orderExternalId": {"type": "string"}}}},
+    },
+    "not": {"anyOf": [{"required": ["PartitionKey"]}, {"required": ["RowKey"]}, {"required": ["contentHash"]}, {"required": ["changeKey"]}]},
+}
+CHANGE = {
+    "type": "object",
+    "required": ["externalId", "changedAt", "record"],
+    "properties": {"externalId": {"type": "string"},
+                   "changedAt": {"type": "string", "description": "when the change was written (the writing instance's clock)"},
+                   "record": _ref("PlatformRecord")},
+}
+DATA_TYPE = _param("dataType", "path", {"enum": list(ENTITY_TYPES)})
+CHANGES_PAGE = {
+    "type": "object",
+    "required": ["success", "data", "cursor", "hasMore"],
+    "properties": {
+        "success": {"const": True}, "data": {"type": "array", "items": _ref("Change")},
+        "cursor": {"type": "string", "description": "on every page; asked again it returns the same changes or later ones, never fewer"},
+        "hasMore": {"type": "boolean", "description": "more changes can be read now with this cursor; else poll later with it"},
+    },
+}
 ERROR = {
     "type": "object",
     "required": ["success", "error"],
@@ -124,7 +158,7 @@ def build() -> dict[str, Any]:
     )
     schemas: dict[str, Any] = dict(generated.get("$defs", {}))
     schemas.update({"Integration": INTEGRATION, "Company": COMPANY, "SyncLogEntry": LOG_ENTRY, "WebhookDelivery": DELIVERY,
-                    "SyncRun": RUN, "Error": ERROR})
+                    "SyncRun": RUN, "Error": ERROR, "PlatformRecord": PLATFORM_RECORD, "Change": CHANGE})
     integration, paged_integrations = _ref("Integration"), {"type": "array", "items": _ref("Integration")}
     counts = {"type": "object", "additionalProperties": {"type": "object", "properties": {
         "created": {"type": "integer"}, "updated": {"type": "integer"}, "errors": {"type": "integer"}}}}
@@ -212,6 +246,24 @@ def build() -> dict[str, Any]:
         "/portal": {
             "get": {"operationId": "portalPage", "security": [],
                     "responses": {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}}},
+        },
+        "/integrations/{id}/records/{dataType}": {
+            "parameters": [ID, DATA_TYPE],
+            "get": {"operationId": "listRecords", "parameters": [TOP, TOKEN],
+                    "responses": _responses(200, {"type": "array", "items": _ref("PlatformRecord")}, [400, 404], paged=True)},
+        },
+        "/integrations/{id}/records/{dataType}/{externalId}": {
+            "parameters": [ID, DATA_TYPE, _param("externalId", "path", {"type": "string", "minLength": 1, "maxLength": 100,
+                                                                         "pattern": "^[A-Za-z0-9-]+$"})],
+            "get": {"operationId": "getRecord", "responses": _responses(200, _ref("PlatformRecord"), [400, 404])},
+        },
+        "/integrations/{id}/changes/{dataType}": {
+            "parameters": [ID, DATA_TYPE],
+            "get": {"operationId": "readChanges", "parameters": [TOP, _param("cursor")],
+                    "description": "Records created, updated or flagged deleted since the cursor, oldest change first; at least "
+                                   "once, each record at its latest change. No cursor = from the beginning.",
+                    "responses": {**_responses(200, {}, [400, 404]), "200": {"description": "A page of changes", "content": {
+                        "application/json": {"schema": CHANGES_PAGE}}}}},
         },
         "/integrations/{id}/webhook-deliveries": {
             "parameters": [ID],

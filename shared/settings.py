@@ -55,6 +55,7 @@ class Settings:
     manual_syncs_per_hour: int = 60
     discoveries_per_hour: int = 30
     require_client_principal: bool = False
+    change_feed_settle_seconds: int = 120
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -177,4 +178,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         manual_syncs_per_hour=_int(env, "MANUAL_SYNCS_PER_HOUR", 60, 1, 100000),
         discoveries_per_hour=_int(env, "DISCOVERIES_PER_HOUR", 30, 1, 100000),
         require_client_principal=_bool(env, "REQUIRE_CLIENT_PRINCIPAL"),
+        change_feed_settle_seconds=_int(env, "CHANGE_FEED_SETTLE_SECONDS", 120, 0, 86400),
     )
