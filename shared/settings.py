@@ -37,6 +37,7 @@ class Settings:
     bc_requests_per_5_minutes: int = 6000
     log_retention_days: int = 30
     write_concurrency: int = 8
+    public_base_url: str | None = None  # realtime (design.md §10): the function app's public root
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -87,4 +88,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         http_sync_budget_seconds=_int(env, "SYNC_HTTP_BUDGET_SECONDS", 200, 5, 3600),
         log_retention_days=_int(env, "SYNC_LOG_RETENTION_DAYS", 30, 1, 3650),
         write_concurrency=_int(env, "STORAGE_WRITE_CONCURRENCY", 8, 1, 64),
+        public_base_url=_public_base_url(env.get("PUBLIC_BASE_URL")),
     )
+
+
+def _public_base_url(raw: str | None) -> str | None:
+    """PUBLIC_BASE_URL: https (BC only calls https); plain http only to loopback, for tests."""
+    from urllib.parse import urlsplit
+
+    value = (raw or "").strip().rstrip("/")
+    if not value:
+        return None
+    parts = urlsplit(value)
+    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)) or parts.query or parts.fragment:
+        raise ConfigurationError("PUBLIC_BASE_URL must be the https root of the function app, e.g. https://<app>.azurewebsites.net")
+    return value

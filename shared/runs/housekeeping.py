@@ -25,6 +25,12 @@ def housekeeping(app: App) -> dict[str, Any]:
     except Exception:  # noqa: BLE001
         log.exception("housekeeping: webhook retries failed")
     summary["logsRemoved"], summary["retentionChecked"] = _retention_batch(app)
+    try:  # realtime (issue 11): renew BC subscriptions expiring within 24 h, bounded per tick
+        from shared.realtime.subscriptions import renew_due
+
+        summary["subscriptions"] = renew_due(app)
+    except Exception:  # noqa: BLE001
+        log.exception("housekeeping: subscription renewal failed")
     return summary
 
 
