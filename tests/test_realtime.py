@@ -233,3 +233,181 @@ def test_bc_failing_the_delete_never_blocks_the_patch(rt_api: Api, rt_app: App, 
     sim.faults.clear()
     assert reply.status == 200 and reply.data["realtime"]["enabled"] is False
     assert list(SubscriptionRepository(rt_app.store).list_for(created["id"])) == []
+
+
+# -- notifications: the whole way, from a change in BC to the record stored ------------------------
+def test_a_change_in_bc_is_notified_queued_as_one_delta_and_stored(rt_api: Api, rt_app: App, sim: BCSimulator) -> None:
+    created = _create(rt_api, sim, entities=["suppliers"])
+    assert rt_api.sync(created["id"]).status == 200
+    vendor = sim.company().records("vendors")[0]
+    sim.company().update("vendors", vendor["id"], displayName="Renamed in BC")
+    sim.company().update("vendors", vendor["id"], displayName="Renamed twice")  # one batch, one delta
+    assert sim.webhooks.wait_idle(10)
+    [delivery] = sim.webhooks.deliveries
+    assert delivery.status == 202 and [i["changeType"] for i in delivery.items] == ["updated", "updated"]
+    runs = [r for r in _runs(rt_app, created["id"]) if r.trigger != "manual"]
+    assert [(r.trigger, r.mode, r.entities) for r in runs] == [("notification", "delta", ["suppliers"])]
+    assert _queue_length(rt_app) == 1
+    [outcome] = drain(rt_app)
+    assert outcome.run.status == "succeeded" and outcome.run.progress["suppliers"].updated == 1
+    assert _record(rt_app, "Suppliers", created["id"], vendor["id"])["name"] == "Renamed twice"
+
+
+def test_a_burst_past_the_threshold_arrives_as_collection_and_queues_a_delta(rt_api: Api, rt_app: App, sim: BCSimulator) -> None:
+    sim.webhooks.collection_threshold = 5
+    created = _create(rt_api, sim, entities=["suppliers"])
+    assert rt_api.sync(created["id"]).status == 200
+    vendors = sim.company().records("vendors")[:8]
+    for n, vendor in enumerate(vendors):
+        sim.company().update("vendors", vendor["id"], displayName=f"Bulk {n}")
+    assert sim.webhooks.wait_idle(10)
+    [delivery] = sim.webhooks.deliveries
+    assert [i["changeType"] for i in delivery.items] == ["collection"] and "$filter" in delivery.items[0]["resource"]
+    [outcome] = drain(rt_app)
+    assert outcome.run.trigger == "notification" and outcome.run.progress["suppliers"].updated == 8
+
+
+def test_a_delete_in_bc_flags_the_record_and_bc_returning_it_clears_the_flag(rt_api: Api, rt_app: App, sim: BCSimulator, host: FunctionHost) -> None:
+    created = _create(rt_api, sim, entities=["suppliers"])
+    assert rt_api.sync(created["id"]).status == 200
+    vendor = sim.company().records("vendors")[3]
+    sim.company().delete("vendors", vendor["id"])
+    assert sim.webhooks.wait_idle(10)
+    [delivery] = sim.webhooks.deliveries
+    assert delivery.status == 202 and delivery.items[0]["resource"].endswith(f"/vendors({vendor['id']})")
+    stored = _record(rt_app, "Suppliers", created["id"], vendor["id"])
+    assert stored["deletedInBC"] is True and stored["deletedAt"] and stored["name"] == vendor["displayName"]  # kept
+    assert _queue_length(rt_app) == 0  # a delete alone needs no delta
+    # a delete of something never stored creates nothing
+    sub = _sub_of(sim, "vendors")
+    missing = "00000000-0000-0000-0000-0000000000aa"
+    assert _notify(host, [_item(sub, "deleted", resource=f"{sub.resource}({missing})")]).status_code == 202
+    with pytest.raises(Exception):
+        _record(rt_app, "Suppliers", created["id"], missing)
+    # BC has the record again (restored, or the delete was a mistake): the next delta clears the flag
+    sim.company().sets["vendors"].put({**vendor, "lastModifiedDateTime": sim.company()._stamp(None)})
+    assert rt_api.sync(created["id"], {"mode": "delta"}).data["suppliers"]["updated"] == 1
+    again = _record(rt_app, "Suppliers", created["id"], vendor["id"])
+    assert "deletedInBC" not in again and "deletedAt" not in again
+
+
+def test_a_flagged_record_unchanged_in_bc_is_rewritten_without_the_flag(rt_api: Api, rt_app: App, sim: BCSimulator, host: FunctionHost) -> None:
+    """`_unchanged` in the engine: same content but deletedInBC stored -> written again, cleared."""
+    created = _create(rt_api, sim, entities=["suppliers"])
+    assert rt_api.sync(created["id"]).status == 200
+    vendor = sim.company().records("vendors")[0]
+    sub = _sub_of(sim, "vendors")
+    assert _notify(host, [_item(sub, "deleted", resource=f"{sub.resource}({vendor['id']})")]).status_code == 202
+    assert _record(rt_app, "Suppliers", created["id"], vendor["id"])["deletedInBC"] is True
+    full = rt_api.sync(created["id"], {"mode": "full"}).data["suppliers"]
+    assert full["updated"] == 1 and full["unchanged"] == 44
+    assert "deletedInBC" not in _record(rt_app, "Suppliers", created["id"], vendor["id"])
+
+
+# -- forged and malformed notifications ------------------------------------------------------------
+def test_forged_notifications_answer_401_and_change_nothing(rt_api: Api, rt_app: App, sim: BCSimulator, host: FunctionHost) -> None:
+    created = _create(rt_api, sim, entities=["suppliers"])
+    assert rt_api.sync(created["id"]).status == 200
+    sub = _sub_of(sim, "vendors")
+    vendor = sim.company().records("vendors")[0]
+    runs_before = len(_runs(rt_app, created["id"]))
+    deleted = f"{sub.resource}({vendor['id']})"
+    forged = [
+        [_item(sub, client_state="x" * 43)],  # wrong clientState
+        [_item(sub, client_state=sub.clientState[:-1])],  # almost right
+        [{**_item(sub), "clientState": None}],
+        [{**_item(sub), "subscriptionId": "unknown-subscription"}],  # unknown subscription
+        [_item(sub, "deleted", resource=deleted, client_state="wrong")],
+        [_item(sub, resource="/api/v2.0/companies(00000000-0000-0000-0000-000000000001)/vendors")],  # another company
+        [_item(sub, resource=sub.resource.replace("vendors", "customers"))],  # another set
+        ["not an object", 42, None],
+        [],
+    ]
+    for items in forged:
+        reply = _notify(host, items)
+        assert reply.status_code == 401, (items, reply.text)
+        assert reply.json()["error"]["code"] == "unauthenticated"
+    assert len(_runs(rt_app, created["id"])) == runs_before and _queue_length(rt_app) == 0
+    assert "deletedInBC" not in _record(rt_app, "Suppliers", created["id"], vendor["id"])
+    # one valid item among forged ones: only it counts
+    mixed = _notify(host, [_item(sub, client_state="wrong"), _item(sub)])
+    assert mixed.status_code == 202 and mixed.json()["data"]["accepted"] == 1
+
+
+def test_malformed_and_oversized_notification_bodies(rt_app: App, host: FunctionHost) -> None:
+    for raw in (b"{not json", b"[1, 2]", b'{"value": "x"}', b'"text"', b"\xff\xfe"):
+        reply = _notify(host, raw=raw)
+        assert reply.status_code == 400 and reply.json()["error"]["code"] == "invalid_json", raw
+    deep = b'{"value": [' + b"[" * 100000 + b"]" * 100000 + b"]}"
+    assert _notify(host, raw=deep).status_code in (400, 413)
+    big = b'{"value": [], "pad": "' + b"a" * (1024 * 1024) + b'"}'
+    reply = _notify(host, raw=big)
+    assert reply.status_code == 413 and reply.json()["error"]["code"] == "payload_too_large"
+
+
+# -- duplicates, out of order, coalescing -----------------------------------------------------------
+def test_duplicate_and_out_of_order_notifications_coalesce_and_nothing_is_doubled(rt_api: Api, rt_app: App, sim: BCSimulator, host: FunctionHost) -> None:
+    created = _create(rt_api, sim, entities=["suppliers"])
+    assert rt_api.sync(created["id"]).status == 200
+    vendor = sim.company().records("vendors")[0]
+    sim.company().update("vendors", vendor["id"], displayName="Latest")
+    sub = _sub_of(sim, "vendors")
+    newer, older = _item(sub, at="2026-12-01T10:00:05Z"), _item(sub, at="2026-12-01T10:00:01Z")
+    for items in ([newer], [newer], [older], [newer, older, newer]):  # BC's retries and reordering
+        assert _notify(host, items).status_code == 202
+    assert sim.webhooks.wait_idle(10)  # the simulator's own notification too
+    assert len([r for r in _runs(rt_app, created["id"]) if r.trigger == "notification"]) == 1
+    assert _queue_length(rt_app) == 1
+    outcomes = drain(rt_app)
+    assert [o.run.progress["suppliers"].updated for o in outcomes] == [1]
+    rows = list(rt_app.store.query("Suppliers", "integrationId eq @id", parameters={"id": created["id"]}))
+    assert len(rows) == 45 and [r["name"] for r in rows if r["externalId"] == vendor["id"]] == ["Latest"]
+
+
+def test_a_notification_while_a_run_is_running_past_that_type_gets_a_follow_up_run(rt_api: Api, rt_app: App, sim: BCSimulator, host: FunctionHost) -> None:
+    created = _create(rt_api, sim, entities=["suppliers"])
+    integration = rt_app.integrations.get("user-1", created["id"])
+    assert integration is not None
+    started = start_run(rt_app, integration, RunRequest(mode="full", trigger="manual"), enqueue=False)
+    run = started.run
+    rt_app.runs.update(run.integrationId, run.runId, lambda r: setattr(r, "status", "running") or True)
+    vendor = sim.company().records("vendors")[0]
+    sim.company().update("vendors", vendor["id"], displayName="Changed during the run")
+    sub = _sub_of(sim, "vendors")
+    sim.webhooks._pending.clear()  # we send the notification ourselves, at the right moment
+    reply = _notify(host, [_item(sub)])
+    assert reply.status_code == 202 and reply.json()["data"]["outcome"]["suppliers"] == "follow_up"
+    assert rt_app.integrations.get("user-1", created["id"]).realtimeFollowUp == ["suppliers"]
+    # the run finishes (it read vendors before the change reached it); the follow-up is queued
+    current = rt_app.runs.get(run.integrationId, run.runId)
+    run_slice(rt_app, started.integration, current, budget_seconds=60)
+    after = rt_app.integrations.get("user-1", created["id"])
+    assert after.realtimeFollowUp is None and after.activeRunId and after.activeRunId != run.runId
+    follow = rt_app.runs.get(created["id"], after.activeRunId)
+    assert follow.trigger == "notification" and follow.mode == "delta" and follow.entities == ["suppliers"]
+    [outcome] = drain(rt_app)
+    assert outcome.run.runId == follow.runId and outcome.run.status == "succeeded"
+
+
+def test_the_queue_unavailable_answers_503_and_bcs_retry_then_succeeds(rt_api: Api, rt_app: App, sim: BCSimulator) -> None:
+    created = _create(rt_api, sim, entities=["suppliers"])
+    assert rt_api.sync(created["id"]).status == 200
+    dead = rt_app.settings.queue_connection_string.split("QueueEndpoint=")[0] + "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+    broken = App(dataclasses.replace(rt_app.settings, queue_connection_string=dead), clock=rt_app.clock)
+    sim.webhooks.retry_seconds = 1.5
+    use_app(broken)
+    try:
+        vendor = sim.company().records("vendors")[0]
+        sim.company().update("vendors", vendor["id"], displayName="Sent while the queue was down")
+        deadline = time.monotonic() + 10
+        while not sim.webhooks.deliveries and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        use_app(rt_app)  # the queue is back before BC retries
+    assert sim.webhooks.wait_idle(15)
+    statuses = [d.status for d in sim.webhooks.deliveries]
+    assert statuses[0] == 503 and statuses[-1] == 202, statuses
+    assert sim.webhooks.dropped == []  # 5xx: BC keeps the subscription and retries
+    [outcome] = drain(rt_app)
+    assert outcome.run.trigger == "notification" and outcome.run.status == "succeeded"
+    assert _record(rt_app, "Suppliers", created["id"], vendor["id"])["name"] == "Sent while the queue was down"
