@@ -69,7 +69,8 @@ class Delivery:
     subscription_id: str
     items: list[dict[str, Any]]
     status: int  # 0 = no answer
-    at: float = field(default_factory=time.time)
+    sent: float = 0.0  # time.time() when the POST started
+    at: float = field(default_factory=time.time)  # when it was answered
 
 
 class WebhookHub:
@@ -223,12 +224,13 @@ class WebhookHub:
 
     def _deliver(self, sub: Subscription, items: list[dict[str, Any]], attempt: int) -> None:
         body = json.dumps({"value": items}).encode()
+        sent = time.time()
         try:
             reply = self._http.post(sub.notificationUrl, content=body, headers={"Content-Type": "application/json"})
             status = reply.status_code
         except httpx.HTTPError:
             status = 0
-        self.deliveries.append(Delivery(sub.subscriptionId, items, status))
+        self.deliveries.append(Delivery(sub.subscriptionId, items, status, sent))
         if 200 <= status < 300:
             return
         if status == 0 or status in RETRY_STATUSES:
