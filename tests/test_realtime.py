@@ -411,3 +411,162 @@ def test_the_queue_unavailable_answers_503_and_bcs_retry_then_succeeds(rt_api: A
     [outcome] = drain(rt_app)
     assert outcome.run.trigger == "notification" and outcome.run.status == "succeeded"
     assert _record(rt_app, "Suppliers", created["id"], vendor["id"])["name"] == "Sent while the queue was down"
+
+
+def test_end_to_end_with_the_queue_worker_served_by_the_local_host(env: dict[str, str], sim: BCSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No drain: the host's queue listener runs sync_worker, as the Functions host would."""
+    with FunctionHost(ROOT, queues=True) as served:
+        monkeypatch.setenv("PUBLIC_BASE_URL", served.base_url)
+        sim.webhooks.delay_seconds = 0.2
+        api = httpx.Client(base_url=served.base_url + "/api", headers={"X-MS-CLIENT-PRINCIPAL-ID": "user-e2e"}, timeout=60)
+        from tests.support import integration_body
+
+        created = api.post("/integrations", json=integration_body(entities=["suppliers"], realtime=True)).json()["data"]
+        assert created["realtime"]["subscriptions"]["suppliers"]["status"] == "active"
+        assert api.post(f"/integrations/{created['id']}/dynamics/sync").status_code == 200
+        vendor = sim.company().records("vendors")[5]
+        sim.company().update("vendors", vendor["id"], displayName="Arrived by itself")
+        from shared.app import get_app
+
+        app = get_app()
+        deadline, name = time.monotonic() + 20, None
+        while time.monotonic() < deadline and name != "Arrived by itself":
+            time.sleep(0.1)
+            name = _record(app, "Suppliers", created["id"], vendor["id"]).get("name")
+        assert name == "Arrived by itself"
+        runs: list[Any] = []
+        while time.monotonic() < deadline and not (runs and runs[0].status == "succeeded"):
+            time.sleep(0.1)
+            runs = [r for r in _runs(app, created["id"]) if r.trigger == "notification"]
+        assert len(runs) == 1 and runs[0].status == "succeeded"
+
+
+# -- settings ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["ftp://x", "http://example.com", "https://", "https://app.example.com/?k=1", "not a url"])
+def test_public_base_url_must_be_https_or_loopback_http(env: dict[str, str], value: str) -> None:
+    from shared.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="PUBLIC_BASE_URL"):
+        load_settings({**env, "PUBLIC_BASE_URL": value})
+
+
+def test_public_base_url_accepts_https_and_drops_a_trailing_slash(env: dict[str, str]) -> None:
+    assert load_settings({**env, "PUBLIC_BASE_URL": "https://app.azurewebsites.net/"}).public_base_url == "https://app.azurewebsites.net"
+    assert load_settings({**env, "PUBLIC_BASE_URL": "http://127.0.0.1:7071"}).public_base_url == "http://127.0.0.1:7071"
+    assert load_settings({**env, "PUBLIC_BASE_URL": ""}).public_base_url is None
+
+
+# -- the simulator behaves as BC does ----------------------------------------------------------------
+class _Receiver:
+    """A notification URL at the process boundary: echoes handshakes, answers notifications with
+    the statuses it is given (then 200)."""
+
+    def __init__(self, statuses: list[int] | None = None, *, echo: bool = True) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlsplit
+
+        receiver = self
+        self.statuses = list(statuses or [])
+        self.bodies: list[dict[str, Any]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - stdlib name
+                query = parse_qs(urlsplit(self.path).query)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if "validationToken" in query:
+                    payload = query["validationToken"][0].encode() if echo else b"nope"
+                    status = 200
+                else:
+                    receiver.bodies.append(json.loads(body))
+                    status, payload = (receiver.statuses.pop(0) if receiver.statuses else 200), b""
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _bc(sim: BCSimulator) -> httpx.Client:
+    """A BC client with a token from the simulator's authority (what the service does)."""
+    from devtools.bcsim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT_ID
+
+    token = httpx.post(f"{sim.base_url}/{DEMO_TENANT_ID}/oauth2/v2.0/token", verify=sim.ca_path, data={
+        "grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET,
+        "scope": "https://api.businesscentral.dynamics.com/.default"}).json()["access_token"]
+    return httpx.Client(base_url=f"{sim.base_url}/v2.0/{DEMO_TENANT_ID}/production/api/v2.0", verify=sim.ca_path,
+                        headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def test_simulator_subscriptions_handshake_etags_expiry_limit_and_if_match(sim: BCSimulator) -> None:
+    receiver, bad = _Receiver(), _Receiver(echo=False)
+    try:
+        bc = _bc(sim)
+        resource = f"/api/v2.0/companies({DEMO_COMPANY_ID})/vendors"
+        refused = bc.post("/subscriptions", json={"notificationUrl": bad.url, "resource": resource, "clientState": "s" * 32})
+        assert refused.status_code == 400 and "validated" in refused.json()["error"]["message"]
+        created = bc.post("/subscriptions", json={"notificationUrl": receiver.url, "resource": resource, "clientState": "s" * 32})
+        assert created.status_code == 201, created.text
+        sub = created.json()
+        expires = sub["expirationDateTime"]
+        from devtools.bcsim import parse_dt
+
+        assert abs((parse_dt(expires) - sim.now).total_seconds() - 3 * 86400) < 5
+        sid, etag = sub["subscriptionId"], sub["@odata.etag"]
+        assert [s["subscriptionId"] for s in bc.get("/subscriptions").json()["value"]] == [sid]
+        assert bc.patch(f"/subscriptions('{sid}')", json={}).status_code == 428  # If-Match required
+        assert bc.patch(f"/subscriptions('{sid}')", json={}, headers={"If-Match": 'W/"other"'}).status_code == 412
+        sim.advance(600)  # (tokens live about an hour)
+        renewed = bc.patch(f"/subscriptions('{sid}')", json={}, headers={"If-Match": etag})
+        assert renewed.status_code == 200 and renewed.json()["@odata.etag"] != etag
+        assert renewed.json()["expirationDateTime"] > expires
+        assert len([h for h in sim.webhooks.handshakes if h[0] == receiver.url]) == 2  # create + renewal
+        sim.webhooks.limit = 1
+        over = bc.post("/subscriptions", json={"notificationUrl": receiver.url, "resource": resource.replace("vendors", "items"), "clientState": "t" * 32})
+        assert over.status_code == 400 and "maximum number" in over.json()["error"]["message"]
+        unsupported = bc.post("/subscriptions", json={"notificationUrl": receiver.url, "resource": resource.replace("vendors", "salesOrderLines")})
+        assert unsupported.status_code == 400
+        assert bc.delete(f"/subscriptions('{sid}')", headers={"If-Match": renewed.json()["@odata.etag"]}).status_code == 204
+        assert bc.get(f"/subscriptions('{sid}')").status_code == 404
+    finally:
+        receiver.close()
+        bad.close()
+
+
+def test_simulator_batches_retries_on_5xx_and_drops_on_4xx(sim: BCSimulator) -> None:
+    sim.webhooks.delay_seconds, sim.webhooks.retry_seconds = 0.2, 0.1
+    receiver = _Receiver([503, 500])
+    try:
+        bc = _bc(sim)
+        resource = f"/api/v2.0/companies({DEMO_COMPANY_ID})/vendors"
+        bc.post("/subscriptions", json={"notificationUrl": receiver.url, "resource": resource, "clientState": "c" * 32})
+        company = sim.company()
+        first, second = company.records("vendors")[:2]
+        company.update("vendors", first["id"], displayName="A")
+        company.add("vendors", {"displayName": "New"})
+        company.delete("vendors", second["id"])
+        assert sim.webhooks.wait_idle(10)
+        assert [d.status for d in sim.webhooks.deliveries] == [503, 500, 200]  # retried, same batch
+        items = receiver.bodies[-1]["value"]
+        assert [i["changeType"] for i in items] == ["updated", "created", "deleted"]
+        assert items[2]["resource"] == f"{resource}({second['id']})" and items[0]["clientState"] == "c" * 32
+        assert receiver.bodies[0] == receiver.bodies[-1]
+        receiver.statuses = [410]  # any other error: BC deletes the subscription
+        company.update("vendors", first["id"], displayName="B")
+        assert sim.webhooks.wait_idle(10)
+        assert sim.webhooks.subscriptions == {} and len(sim.webhooks.dropped) == 1
+        company.update("vendors", first["id"], displayName="C")  # nobody is told any more
+        assert sim.webhooks.wait_idle(5) and len(receiver.bodies) == 4
+    finally:
+        receiver.close()
