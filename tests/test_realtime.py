@@ -570,3 +570,25 @@ def test_simulator_batches_retries_on_5xx_and_drops_on_4xx(sim: BCSimulator) -> 
         assert sim.webhooks.wait_idle(5) and len(receiver.bodies) == 4
     finally:
         receiver.close()
+
+
+def test_moving_the_integration_to_another_company_moves_its_subscriptions(rt_api: Api, rt_app: App, sim: BCSimulator) -> None:
+    from devtools.bcsim import DEMO_US_COMPANY_ID
+
+    created = _create(rt_api, sim, entities=["suppliers"])
+    old = _sub_of(sim, "vendors")
+    moved = rt_api.patch(f"integrations/{created['id']}", {"companyId": DEMO_US_COMPANY_ID}).data
+    assert moved["realtime"]["subscriptions"]["suppliers"]["status"] == "active"
+    [new] = list(sim.webhooks.subscriptions.values())
+    assert new.subscriptionId != old.subscriptionId and new.company_id == DEMO_US_COMPANY_ID
+    assert new.resource == f"/api/v2.0/companies({DEMO_US_COMPANY_ID})/vendors"
+
+
+def test_a_notification_for_an_integration_with_realtime_off_changes_nothing(rt_api: Api, rt_app: App, sim: BCSimulator, host: FunctionHost) -> None:
+    created = _create(rt_api, sim, entities=["suppliers"])
+    sub = _sub_of(sim, "vendors")
+    sim.faults.add(503, times=None, path_contains="subscriptions")  # BC cannot delete it: it keeps notifying
+    assert rt_api.patch(f"integrations/{created['id']}", {"realtime": False}).status == 200
+    sim.faults.clear()
+    assert _notify(host, [_item(sub)]).status_code == 401  # we no longer know it: BC drops it on 401
+    assert _runs(rt_app, created["id"]) == [] and _queue_length(rt_app) == 0

@@ -79,7 +79,7 @@ def handle(app: App, method: str, params: dict[str, str], body: bytes) -> Reply:
     if not isinstance(items, list):
         return _json(400, "invalid_json", "The notification body must be an object with a 'value' list")
 
-    work = _validate(app, items)
+    work, valid = _validate(app, items)
     if not work:
         return _json(401, "unauthenticated", "No item names a known subscription with its clientState")
     now = app.clock.now()
@@ -108,12 +108,14 @@ def handle(app: App, method: str, params: dict[str, str], body: bytes) -> Reply:
         reply = _json(503, "unavailable", "Not taken; retry later")
         reply.headers["Retry-After"] = "30"
         return reply
-    return _json(202, data={"accepted": sum(1 for _ in work), "outcome": outcome})
+    return _json(202, data={"accepted": valid, "outcome": outcome})
 
 
-def _validate(app: App, items: list[Any]) -> dict[tuple[str, str], _Work]:
-    """The valid items, grouped per integration and type (duplicates fold into one delta)."""
+def _validate(app: App, items: list[Any]) -> tuple[dict[tuple[str, str], _Work], int]:
+    """The valid items, grouped per integration and type (duplicates fold into one delta),
+    and how many there were."""
     repo = repository(app)
+    valid = 0
     subs: dict[str, Subscription | None] = {}
     work: dict[tuple[str, str], _Work] = {}
     for item in items:
@@ -137,6 +139,7 @@ def _validate(app: App, items: list[Any]) -> dict[tuple[str, str], _Work]:
         if rest is None:
             continue
         job = work.setdefault((sub.integrationId, sub.dataType), _Work(sub))
+        valid += 1
         if change in DELTA_CHANGES:
             job.delta = True
         elif change == "deleted":
@@ -145,7 +148,7 @@ def _validate(app: App, items: list[Any]) -> dict[tuple[str, str], _Work]:
                 job.deleted.append(match["id"].strip("'"))
             else:  # a delete we cannot place: a delta re-reads the set (polling stays the net)
                 job.delta = True
-    return work
+    return work, valid
 
 
 def _after(resource: str, subscribed: str) -> str | None:

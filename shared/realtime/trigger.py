@@ -6,7 +6,12 @@ the change. Otherwise (it is running, maybe past that type, or it syncs other ty
 are recorded on the integration as `realtimeFollowUp`, in the same ETag-guarded write that checks
 which run is active; `finish_run` takes them when it releases the claim and calls
 `start_follow_up`. Either the note lands before the claim is released (and the finishing run
-sees it) or after (and the note sees no active run and starts one itself)."""
+sees it) or after (and the note sees no active run and starts one itself).
+
+The run is claimed and recorded by `start_run` (enqueue=False) and its first slice queued here
+through a queue client that fails within ~1 s, because the SDK's default retries take over a
+minute against a queue that is down and BC wants an answer within 5 s; a refusal abandons the
+run exactly as dispatch does, and the notification is answered 503 so BC retries it."""
 from __future__ import annotations
 
 import logging
