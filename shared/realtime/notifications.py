@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_TOKEN_CHARS = 1024
+MAX_DEPTH = 32  # design.md §12
 MAX_SUBSCRIPTIONS_PER_REQUEST = 50  # BC sends one subscription per request; bounds the lookups
 DELTA_CHANGES = frozenset({"created", "updated", "collection"})
 _RECORD_ID = re.compile(r"^\((?P<id>'[^']*'|[^()]*)\)$")
@@ -75,6 +76,8 @@ def handle(app: App, method: str, params: dict[str, str], body: bytes) -> Reply:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return _json(400, "invalid_json", "The notification body is not valid JSON")
+    if _depth(payload) > MAX_DEPTH:
+        return _json(400, "invalid_json", f"The notification body is nested deeper than {MAX_DEPTH} levels")
     items = payload.get("value") if isinstance(payload, dict) else None
     if not isinstance(items, list):
         return _json(400, "invalid_json", "The notification body must be an object with a 'value' list")
@@ -109,6 +112,19 @@ def handle(app: App, method: str, params: dict[str, str], body: bytes) -> Reply:
         reply.headers["Retry-After"] = "30"
         return reply
     return _json(202, data={"accepted": valid, "outcome": outcome})
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest (iterative: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, level)
+            if deepest > MAX_DEPTH:
+                return deepest
+            stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def _validate(app: App, items: list[Any]) -> tuple[dict[tuple[str, str], _Work], int]:
