@@ -595,3 +595,23 @@ def test_a_notification_for_an_integration_with_realtime_off_changes_nothing(rt_
     sim.faults.clear()
     assert _notify(host, [_item(sub)]).status_code == 401  # we no longer know it: BC drops it on 401
     assert _runs(rt_app, created["id"]) == [] and _queue_length(rt_app) == 0
+
+
+def test_one_renewal_failing_never_stops_the_others(rt_api: Api, rt_app: App, sim: BCSimulator, clock: FakeClock) -> None:
+    from devtools.bcsim import DEMO_US_COMPANY_ID
+    from shared.runs.housekeeping import housekeeping
+
+    broken = _create(rt_api, sim, entities=["suppliers"])
+    fine = _create(rt_api, sim, entities=["suppliers"], companyId=DEMO_US_COMPANY_ID, name="US")
+    rt_app.integrations.update("user-1", broken["id"], lambda i: setattr(i, "clientSecretEnc", None))  # its renewal fails
+    clock.advance(2 * 86400 + 3600)
+    counts = housekeeping(rt_app)["subscriptions"]
+    assert counts["renewed"] == 1 and counts["failed"] == 1
+    ok = rt_api.get(f"integrations/{fine['id']}").data["realtime"]["subscriptions"]["suppliers"]
+    bad = rt_api.get(f"integrations/{broken['id']}").data["realtime"]["subscriptions"]["suppliers"]
+    assert ok["status"] == "active" and ok["error"] is None
+    assert bad["status"] == "active" and bad["error"]["code"] == "bc_auth_failed"  # still valid until it expires
+    clock.advance(86400)  # past its expiry: shown failed, retried every 30 minutes
+    housekeeping(rt_app)
+    bad = rt_api.get(f"integrations/{broken['id']}").data["realtime"]["subscriptions"]["suppliers"]
+    assert bad["status"] == "failed" and bad["error"]["code"] == "bc_auth_failed"
