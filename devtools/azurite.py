@@ -33,12 +33,18 @@ class AzuriteServer:
     triggers read Storage Queues); node runs directly (not via npx) in its own session so
     stop() can kill the whole process group."""
 
-    def __init__(self, host: str = "127.0.0.1", timeout: float = 30.0, *, queues: bool = True) -> None:
+    def __init__(self, host: str = "127.0.0.1", timeout: float = 30.0, *, queues: bool = True,
+                 oauth_cert: tuple[str, str] | None = None) -> None:
+        """`oauth_cert` = (certificate PEM, key PEM): serve HTTPS and accept bearer tokens
+        (`--oauth basic`: issuer, audience and lifetime checked, signature not), the way a
+        managed identity reaches storage."""
         self.host = host
         self.timeout = timeout
+        self.oauth_cert = oauth_cert
         self.port: int | None = None
         self.queue_port: int | None = None
         self.connection_string = ""
+        self.account_url = ""
         self._queues = queues
         self._proc: subprocess.Popen[bytes] | None = None
         self._queue: AzuriteServer | None = None
@@ -72,6 +78,8 @@ class AzuriteServer:
         service = "queue" if main == QUEUE_MAIN else "table"
         args = [node, str(main), f"--{service}Host", self.host, f"--{service}Port", str(self.port),
                 "--inMemoryPersistence", "--disableTelemetry", "--silent"]
+        if self.oauth_cert:
+            args += ["--oauth", "basic", "--cert", self.oauth_cert[0], "--key", self.oauth_cert[1]]
         if service == "queue":
             # azure-storage-queue speaks a newer API version than Azurite 3.37 knows; the calls
             # the service makes (create, send, receive, delete, update) are unchanged.
@@ -88,6 +96,8 @@ class AzuriteServer:
         except BaseException:
             self.stop()
             raise
+        scheme = "https" if self.oauth_cert else "http"
+        self.account_url = f"{scheme}://{self.host}:{self.port}/devstoreaccount1"
         self.connection_string = (
             "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
             f"AccountKey={ACCOUNT_KEY};TableEndpoint=http://{self.host}:{self.port}/devstoreaccount1;"

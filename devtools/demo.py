@@ -3,7 +3,9 @@
 Starts Azurite (in memory), the BC simulator (demo company CRONUS International Ltd.) and the
 local Functions host (HTTP routes and the runs queue's trigger), then drives the real HTTP API:
 create an integration, test connection, full sync, a second full sync, changes in "BC", a delta
-sync, an asynchronous full sync with live progress, the runs, and the sync logs."""
+sync, an asynchronous full sync with live progress, the runs, and the sync logs. Then a second
+integration connected by delegated sign-in (authorize, the simulator's sign-in page followed the
+way a browser follows redirects, the callback), its company picked from the list, and a sync."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +25,10 @@ from devtools.bcsim import (
     DEMO_CLIENT_SECRET,
     DEMO_COMPANY_ID,
     DEMO_ENVIRONMENT,
+    DEMO_OAUTH_CLIENT_ID,
+    DEMO_OAUTH_CLIENT_SECRET,
     DEMO_TENANT_ID,
+    DEMO_US_COMPANY_ID,
     BCSimulator,
 )
 from devtools.funchost import FunctionHost
@@ -126,6 +131,42 @@ def make_changes(sim: BCSimulator) -> list[str]:
     ]
 
 
+def delegated(api: Client, sim: BCSimulator, host_url: str) -> str:
+    """Sign in with Microsoft: the platform's app registration, a person's consent, silent refresh."""
+    redirect_uri = f"{host_url}/api/oauth/callback"
+    os.environ.update({"OAUTH_CLIENT_ID": DEMO_OAUTH_CLIENT_ID, "OAUTH_CLIENT_SECRET": DEMO_OAUTH_CLIENT_SECRET,
+                       "OAUTH_REDIRECT_URI": redirect_uri})
+    sim.register_oauth_app([redirect_uri])
+
+    heading('Create a delegated integration ({"authMode": "delegated"}, no client secret)')
+    created = api.call("POST", "/integrations", {"name": "CRONUS USA (signed in)", "authMode": "delegated",
+                                                 "tenantId": DEMO_TENANT_ID, "environment": DEMO_ENVIRONMENT})
+    iid = created["id"]
+    print(f"  id {iid}, status {created['status']}")
+
+    heading("Sign in (POST .../dynamics/authorize, then the browser's round trip)")
+    started = api.call("POST", f"/integrations/{iid}/dynamics/authorize")
+    print(f"  authorizationUrl {started['authorizationUrl'].split('?')[0]}?... (expires {started['expiresAt']})")
+    with httpx.Client(verify=sim.ca_path, timeout=30) as browser:
+        consent = browser.get(started["authorizationUrl"])  # the simulator consents for its demo user
+        print(f"  Entra ID answered {consent.status_code}, redirecting to {consent.headers['Location'].split('?')[0]}")
+        page = browser.get(consent.headers["Location"])  # the browser lands on our callback
+    print(f"  callback answered {page.status_code}: {page.text.split('<h1>')[1].split('</h1>')[0]}")
+    current = api.call("GET", f"/integrations/{iid}")
+    print(f"  status {current['status']}, signed in as {current['authorizedUser']}")
+
+    heading("Pick a company (GET .../dynamics/companies, PATCH companyId)")
+    for company in api.call("GET", f"/integrations/{iid}/dynamics/companies"):
+        print(f"  {company['id']}  {company['displayName']}")
+    api.call("PATCH", f"/integrations/{iid}", {"companyId": DEMO_US_COMPANY_ID})
+
+    heading("Sync it (the access token comes silently from the stored refresh token)")
+    show_counts(api.call("POST", f"/integrations/{iid}/dynamics/sync"))
+    refreshes = sim.directory.grants.refreshes
+    print(f"  refresh_token grants so far: {refreshes} (each one rotated the refresh token, stored encrypted at once)")
+    return iid
+
+
 def run(serve: bool) -> None:
     with AzuriteServer() as azurite, BCSimulator(seed=42) as sim:
         os.environ.update(
@@ -206,6 +247,8 @@ def run(serve: bool) -> None:
             current = api.call("GET", f"/integrations/{iid}")
             print(f"  status {current['status']}, lastSyncedAt {current['lastSyncedAt']}, nextSyncAt {current['nextSyncAt']}")
             print(f"  last 24h: {current['statistics']['last24h']}")
+
+            delegated(api, sim, host.base_url)
 
             if serve:
                 heading("Serving: try it with curl (Ctrl+C stops)")

@@ -341,7 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
         elapsed = (time.perf_counter() - started) * 1000
         logger.info("%s %s -> %d (%.1f ms)", self.command, urlsplit(self.path).path, status, elapsed)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_TRACE = do_QUERY = _handle
 
     def _read_body(self) -> bytes:
         """Read the whole body (Content-Length or chunked) so keep-alive stays in sync."""

@@ -8,18 +8,23 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from shared.bc.auth import TokenProvider
+from shared.bc.auth import TokenProvider, Tokens
 from shared.bc.budget import RequestBudget, credential_key
+from shared.bc.delegated import DelegatedTokenProvider
 from shared.bc.client import BCClient, service_root
 from shared.clock import Clock, SystemClock
 from shared.crypto import SecretBox
-from shared.errors import BCAuthError
+from shared.destinations import check_base_url
+from shared.errors import BCAuthError, BCError, ValidationError
+from shared.keyrotation import rewrap
 from shared.settings import Settings, load_settings
 from shared.runs.queue import RunQueue
 from shared.runs.repository import RunRepository
+from shared.storage.credentials import storage_credential
 from shared.storage.integrations import Integration, IntegrationRepository
 from shared.storage.leases import LeaseRepository
 from shared.storage.logs import SyncLogRepository
+from shared.storage.oauth import FlowRepository, TokenCacheRepository
 from shared.storage.state import SyncStateRepository
 from shared.storage.stats import StatsRepository
 from shared.storage.tables import TableStore
@@ -35,10 +40,15 @@ class App:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.store = TableStore.from_connection_string(
-            s.tables_connection_string, prefix=s.table_prefix, write_concurrency=s.write_concurrency
-        )
-        self.box = SecretBox(s.credentials_key)
+        if s.tables_account_url:  # managed identity (DefaultAzureCredential)
+            self.store = TableStore.from_account_url(
+                s.tables_account_url, prefix=s.table_prefix, write_concurrency=s.write_concurrency
+            )
+        else:
+            self.store = TableStore.from_connection_string(
+                s.tables_connection_string, prefix=s.table_prefix, write_concurrency=s.write_concurrency
+            )
+        self.box = SecretBox(s.credentials_key, s.credentials_keys_previous)
         self.integrations = IntegrationRepository(self.store)
         self.logs = SyncLogRepository(self.store)
         self.states = SyncStateRepository(self.store)
@@ -46,15 +56,33 @@ class App:
         self.stats = StatsRepository(self.store)
         self.deliveries = WebhookDeliveryRepository(self.store)
         self.runs = RunRepository(self.store)
-        self.queue = RunQueue(s.queue_connection_string, s.sync_queue_name)
+        self.queue = RunQueue(
+            s.queue_connection_string,
+            s.sync_queue_name,
+            account_url=s.queues_account_url,
+            credential=storage_credential() if s.queues_account_url else None,
+        )
+        self.oauth_flows = FlowRepository(self.store, self.box)
+        self.token_caches = TokenCacheRepository(self.store, self.box)
 
     def client_secret(self, integration: Integration) -> str:
         if not integration.clientSecretEnc:
             raise BCAuthError("The integration has no client secret: set one with PATCH", step="authentication")
-        return self.box.decrypt(integration.clientSecretEnc, context=integration.secret_context)
+        secret = self.box.decrypt(integration.clientSecretEnc, context=integration.secret_context)
+        rewrap(self.integrations, self.box, integration, "clientSecretEnc", secret)  # under an old key: rewrite now
+        return secret
 
     def bc_client(self, integration: Integration) -> BCClient:
-        """A client for the integration's company (the secret is decrypted only here, in memory)."""
+        """A client for the integration's company (the secret is decrypted only here, in memory);
+        a delegated integration's tokens come from its stored sign-in instead."""
+        if integration.authMode == "delegated":
+            tokens = DelegatedTokenProvider(
+                settings=self.settings, caches=self.token_caches, user_id=integration.userId,
+                integration_id=integration.id, tenant_id=integration.tenantId,
+            )
+            # BC counts its limits per signed-in user: one budget per person who signed in.
+            budget_key = credential_key(integration.tenantId, f"delegated:{integration.authorizedUser or integration.id}")
+            return self._client(integration.tenantId, integration.environment, integration.baseUrl, integration.companyId, tokens, budget_key)
         return self.bc_client_for(
             tenant_id=integration.tenantId,
             environment=integration.environment,
@@ -65,13 +93,31 @@ class App:
         )
 
     def bc_client_for(
-        self, *, tenant_id: str, environment: str, client_id: str, client_secret: str, base_url: str | None, company_id: str = ""
+        self,
+        *,
+        tenant_id: str,
+        environment: str,
+        client_id: str,
+        client_secret: str,
+        base_url: str | None,
+        company_id: str = "",
+        cache_tokens: bool = True,
     ) -> BCClient:
         """A client for credentials given directly (company discovery before an integration exists)."""
-        s = self.settings
         tokens = TokenProvider(
-            authority_host=s.authority_host, tenant_id=tenant_id, client_id=client_id, client_secret=client_secret
+            authority_host=self.settings.authority_host, tenant_id=tenant_id, client_id=client_id, client_secret=client_secret,
+            shared_cache=cache_tokens,
         )
+        return self._client(tenant_id, environment, base_url, company_id, tokens, credential_key(tenant_id, client_id))
+
+    def _client(
+        self, tenant_id: str, environment: str, base_url: str | None, company_id: str, tokens: Tokens, budget_key: str
+    ) -> BCClient:
+        s = self.settings
+        try:  # checked when saved; again here in case BC_ALLOWED_HOSTS was narrowed since
+            check_base_url(base_url, s.bc_allowed_hosts)
+        except ValidationError as error:
+            raise BCError(error.message, step="configuration") from None
         return BCClient(
             root=service_root(api_base_url=s.bc_api_base_url, tenant_id=tenant_id, environment=environment, base_url=base_url),
             company_id=company_id,
@@ -84,7 +130,7 @@ class App:
             budget=RequestBudget(
                 self.store,
                 self.clock,
-                credential_key(tenant_id, client_id),
+                budget_key,
                 max_in_flight=s.bc_max_in_flight,
                 per_5_minutes=s.bc_requests_per_5_minutes,
                 slot_seconds=s.bc_timeout_seconds + 10,

@@ -4,8 +4,11 @@
     ├── ConfigurationError       500 configuration_error: a setting is missing or malformed
     ├── ValidationError          400 validation_error / invalid_json
     ├── Unauthenticated          401 unauthenticated
+    ├── QuotaExceeded            403 quota_exceeded (MAX_INTEGRATIONS_PER_USER)
     ├── NotFound                 404 not_found (also someone else's integration)
     ├── ConflictError            409 sync_in_progress / integration_disconnected
+    ├── PayloadTooLarge          413 payload_too_large
+    ├── RateLimited              429 rate_limited, with `retry_after` (the Retry-After header)
     └── BCError                  502 bc_error: Business Central or Entra ID failed
         ├── BCAuthError          bc_auth_failed: wrong, expired or revoked credentials
         ├── BCForbidden          bc_forbidden: the app lacks permission in BC
@@ -49,6 +52,25 @@ class ValidationError(ServiceError):
 class Unauthenticated(ServiceError):
     status = 401
     code = "unauthenticated"
+
+
+class QuotaExceeded(ServiceError):
+    status = 403
+    code = "quota_exceeded"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    code = "payload_too_large"
+
+
+class RateLimited(ServiceError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
 
 
 class NotFound(ServiceError):
@@ -100,6 +122,13 @@ class BCError(ServiceError):
 class BCAuthError(BCError):
     code = "bc_auth_failed"
     fatal_for_run = True
+    #: What the person must do, when the message already says it (a delegated sign-in that
+    #: expired: "sign in again"); None = the app-credentials advice applies.
+    remedy: str | None = None
+
+    def __init__(self, message: str, *, remedy: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.remedy = remedy
 
 
 class BCForbidden(BCError):

@@ -4,18 +4,28 @@
 function's `main` stays a line or two."""
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
+from urllib.parse import urlsplit
 from typing import Any, Callable
 
 import azure.functions as func
 
 from shared.app import App, get_app
+from shared.bounds import check_body_size, parse_json
 from shared.errors import ConfigurationError, ServiceError, Unauthenticated, ValidationError
 
 log = logging.getLogger(__name__)
 
 IDENTITY_HEADER = "X-MS-CLIENT-PRINCIPAL-ID"
+PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
+#: Claims of X-MS-CLIENT-PRINCIPAL that App Service Authentication puts the id header from.
+_ID_CLAIMS = frozenset({
+    "http://schemas.microsoft.com/identity/claims/objectidentifier", "oid",
+    "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier", "sub",
+})
 MAX_USER_ID = 256
 _config_error_logged: set[str] = set()
 
@@ -26,20 +36,18 @@ class Request:
     def __init__(self, req: func.HttpRequest, app: App) -> None:
         self.raw = req
         self.app = app
-        self.user_id = caller_identity(req)
+        self.user_id = caller_identity(req, require_principal=app.settings.require_client_principal)
         self.route = dict(req.route_params or {})
         self.params = dict(req.params or {})
 
     def json(self, *, required: bool = False) -> dict[str, Any] | None:
         body = self.raw.get_body() or b""
+        check_body_size(body)
         if not body.strip():
             if required:
                 raise ValidationError("The request body must be a JSON object", code="invalid_json")
             return None
-        try:
-            value = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise ValidationError(f"The request body is not valid JSON: {error}", code="invalid_json") from None
+        value = parse_json(body)  # 413 over 1 MiB, 400 deeper than 32 levels
         if not isinstance(value, dict):
             raise ValidationError("The request body must be a JSON object", code="invalid_json")
         return value
@@ -57,13 +65,37 @@ class Request:
         return value
 
 
-def caller_identity(req: func.HttpRequest) -> str:
+def caller_identity(req: func.HttpRequest, *, require_principal: bool = False) -> str:
+    """The id App Service Authentication set (it strips client-sent copies of these headers).
+    With REQUIRE_CLIENT_PRINCIPAL=true the full principal must be there too and agree."""
     user = (req.headers.get(IDENTITY_HEADER) or "").strip()
     if not user:
         raise Unauthenticated(f"Sign-in required: the {IDENTITY_HEADER} header is missing")
-    if len(user) > MAX_USER_ID or any(ord(c) < 32 for c in user):
+    if len(user) > MAX_USER_ID or any(ord(c) < 32 or ord(c) == 127 for c in user):
         raise Unauthenticated(f"The {IDENTITY_HEADER} header is not a valid principal id")
+    if require_principal:
+        _check_principal(req.headers.get(PRINCIPAL_HEADER) or "", user)
     return user
+
+
+def _check_principal(raw: str, user: str) -> None:
+    """X-MS-CLIENT-PRINCIPAL is base64 JSON: App Service's {"claims": [{"typ", "val"}]} or the
+    {"userId"} form; one of its id claims must be the id header's value."""
+    if not raw.strip():
+        raise Unauthenticated(f"Sign-in required: the {PRINCIPAL_HEADER} header is missing")
+    try:
+        data = json.loads(base64.b64decode(raw.strip() + "=" * (-len(raw.strip()) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise Unauthenticated(f"The {PRINCIPAL_HEADER} header is not base64 JSON") from None
+    ids: set[str] = set()
+    if isinstance(data, dict):
+        if isinstance(data.get("userId"), str):
+            ids.add(data["userId"])
+        for claim in data.get("claims") or []:
+            if isinstance(claim, dict) and claim.get("typ") in _ID_CLAIMS and isinstance(claim.get("val"), str):
+                ids.add(claim["val"])
+    if user not in ids:
+        raise Unauthenticated(f"The {PRINCIPAL_HEADER} header does not agree with {IDENTITY_HEADER}")
 
 
 def respond(status: int, body: dict[str, Any]) -> func.HttpResponse:
@@ -78,7 +110,11 @@ def ok(data: Any, *, status: int = 200, continuation_token: str | None | bool = 
 
 
 def fail(error: ServiceError) -> func.HttpResponse:
-    return respond(error.status, {"success": False, "error": error.to_dict()})
+    response = respond(error.status, {"success": False, "error": error.to_dict()})
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def handle(req: func.HttpRequest, handler: Callable[[Request], func.HttpResponse]) -> func.HttpResponse:
@@ -91,11 +127,13 @@ def handle(req: func.HttpRequest, handler: Callable[[Request], func.HttpResponse
             log.error("configuration error: %s", error.message)
         return fail(error)
     try:
+        check_body_size(req.get_body() or b"")  # before anything else reads it
         return handler(Request(req, app))
     except ServiceError as error:
         if error.status >= 500:
             log.warning("%s: %s", error.code, error.message)
         return fail(error)
     except Exception:  # never a stack trace to the caller
-        log.exception("unhandled error in %s %s", req.method, req.url)
+        # The path only: the query carries the function key (`code=`), which must never be logged.
+        log.exception("unhandled error in %s %s", req.method, urlsplit(req.url).path)
         return fail(ServiceError("Internal error"))

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError as PydanticValidationError, field_validator, model_validator
 
+from shared.bounds import check_name, check_property_size
 from shared.clock import parse_iso
 from shared.entities import DEFAULT_ENTITIES, ENTITY_TYPES
 from shared.errors import ValidationError
@@ -37,6 +38,8 @@ def _check_url(value: str | None, field: str) -> str | None:
     parts = urlsplit(value)
     if not parts.hostname or parts.scheme not in ("http", "https"):
         raise ValueError(f"{field} must be an absolute https URL")
+    if parts.scheme == "http" and field == "baseUrl":
+        raise ValueError("baseUrl must use https")
     if parts.scheme == "http":
         host = parts.hostname
         loopback = host == "localhost"
@@ -61,7 +64,7 @@ class FieldMapping(BaseModel):
     @field_validator("source", "target")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not PROPERTY_NAME.match(value):
+        if not PROPERTY_NAME.fullmatch(value):  # fullmatch: `$` would let a trailing newline through
             raise ValueError("must be a property name: letters, digits and _, not starting with a digit")
         return value
 
@@ -87,6 +90,8 @@ def _check_mappings(mappings: dict[str, list[FieldMapping]] | None) -> None:
             raise ValueError(f"fieldMappings.{key}: target '{clash[0]}' is a standard field of {key}")
         if len(items) > 100:
             raise ValueError(f"fieldMappings.{key}: at most 100 mappings")
+    if mappings:
+        check_property_size({k: [m.model_dump() for m in v] for k, v in mappings.items()}, "fieldMappings")
 
 
 class _Checked(BaseModel):
@@ -96,6 +101,11 @@ class _Checked(BaseModel):
     @classmethod
     def _url(cls, value: str | None, info: Any) -> str | None:
         return _check_url(value, info.field_name)
+
+    @field_validator("name", check_fields=False)
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        return check_name(value) if value is not None else None
 
     @field_validator("entities", check_fields=False)
     @classmethod
@@ -111,6 +121,7 @@ class _Checked(BaseModel):
 class IntegrationCreate(_Checked):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+    authMode: Literal["app", "delegated"] = "app"
     name: str = Field(min_length=1, max_length=200)
     tenantId: str = Field(pattern=TENANT)
     environment: str = Field(default="production", pattern=ENVIRONMENT)
@@ -128,6 +139,32 @@ class IntegrationCreate(_Checked):
     def _mappings(self) -> "IntegrationCreate":
         _check_mappings(self.fieldMappings)
         return self
+
+
+class DelegatedIntegrationCreate(IntegrationCreate):
+    """`authMode: delegated`: a person signs in later (authorize); the platform's own app
+    registration is used, so the integration carries no clientId or clientSecret, and the
+    company may be chosen after the sign-in."""
+
+    authMode: Literal["app", "delegated"] = "delegated"
+    companyId: str | None = Field(default=None, pattern=GUID)  # type: ignore[assignment]
+    clientId: Any = None
+    clientSecret: Any = None
+
+    @model_validator(mode="after")
+    def _no_app_credentials(self) -> "DelegatedIntegrationCreate":
+        for name in ("clientId", "clientSecret"):
+            if name in self.model_fields_set:
+                raise ValueError(f"{name}: must be absent when authMode is delegated (the platform's own app registration is used)")
+        return self
+
+
+class AuthorizeBody(BaseModel):
+    """Optional body of POST .../dynamics/authorize."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    loginHint: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 class IntegrationUpdate(_Checked):

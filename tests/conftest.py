@@ -44,6 +44,7 @@ def env(monkeypatch: pytest.MonkeyPatch, azurite: AzuriteServer, sim: BCSimulato
         "REQUESTS_CA_BUNDLE": sim.ca_path,
         "BC_PAGE_SIZE": "100",
         "BC_MAX_RETRIES": "4",
+        "ALLOW_PRIVATE_WEBHOOKS": "true",
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)

@@ -303,7 +303,7 @@ def test_client_secret_is_encrypted_at_rest_and_bound_to_its_integration(api: Ap
     for name, value in entity.items():
         assert DEMO_CLIENT_SECRET not in str(value), name
     sealed = entity["clientSecretEnc"]
-    assert sealed.startswith("v1:")
+    assert sealed.startswith(f"v2:{app.box.current_id}:")
     first = Integration.from_entity(entity)
     second = Integration.from_entity(raw_integration(app, "user-1", two["id"]))
     assert app.box.decrypt(sealed, context=first.secret_context) == DEMO_CLIENT_SECRET

@@ -22,6 +22,7 @@ from shared.runs.queue import SliceMessage
 from shared.runs.slices import handle_message, run_slice
 from shared.runs.worker import process
 from shared.storage.integrations import Integration
+from shared.storage.schedule import schedule_key
 from tests.support import ROOT, Api, FakeClock, drain, integration_body, tick
 
 ASYNC = {"Prefer": "respond-async"}
@@ -43,7 +44,7 @@ def _queue_length(app: App) -> int:
 
 
 # -- asynchronous sync and its status -----------------------------------------------------------
-def test_an_async_sync_answers_202_and_its_run_shows_progress_until_it_succeeds(api: Api, app: App, sim: BCSimulator) -> None:
+def test_an_async_sync_answers_202_and_its_run_shows_progress_until_it_succeeds(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
     integration = api.create_integration(sim)
     reply = api.post(f"integrations/{integration['id']}/dynamics/sync", {"mode": "full"}, headers=ASYNC)
     assert reply.status == 202, reply.body
@@ -68,6 +69,7 @@ def test_an_async_sync_answers_202_and_its_run_shows_progress_until_it_succeeds(
     shown = api.get(f"integrations/{integration['id']}").data
     assert shown["status"] == "connected" and shown["syncInProgress"] is False
 
+    clock.advance(1)  # run ids sort by their creation time
     second = api.post(f"integrations/{integration['id']}/dynamics/sync", {"mode": "delta"}, headers=ASYNC).data["runId"]
     drain(app)
     listed = api.get(f"integrations/{integration['id']}/sync-runs").body
@@ -249,15 +251,18 @@ def test_the_queue_being_unavailable_answers_503_and_leaves_nothing_half_queued(
 def test_the_timer_queues_only_the_due_integrations_among_thousands(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
     later = to_iso(clock.now() + timedelta(hours=1))
     now = to_iso(clock.now())
-    ids = []
-    for n in range(2000):
-        integration = Integration(id=f"int-{n:05d}", userId=f"user-{n % 97}", name="x", tenantId="t", companyId="c", clientId="k",
-                                  entities=["suppliers"], nextSyncAt=now if n % 400 == 0 else later, createdAt=now)
-        app.integrations.upsert(integration)
-        ids.append(integration.id)
-    due = [i for n, i in enumerate(ids) if n % 400 == 0]
+    integrations = [
+        Integration(id=f"int-{n:05d}", userId=f"user-{n % 97}", name="x", tenantId="t", companyId="c", clientId="k",
+                    entities=["suppliers"], nextSyncAt=now if n % 400 == 0 else later, createdAt=now)
+        for n in range(5000)
+    ]
+    # Written in bulk in the shapes the repository writes (an upsert each would take minutes).
+    assert app.store.write("Integrations", [("upsert", i.to_entity()) for i in integrations]) == []
+    index = [("upsert", {"PartitionKey": "due", "RowKey": schedule_key(i), "userId": i.userId, "integrationId": i.id}) for i in integrations]
+    assert app.store.write("SyncSchedule", index) == []
+    due = [i.id for n, i in enumerate(integrations) if n % 400 == 0]
     summary = run_scheduled(app)
-    assert sorted(summary["queued"]) == sorted(due) and summary["failed"] == []
+    assert sorted(summary["queued"]) == sorted(due) and summary["failed"] == [] and summary["stale"] == 0
     assert _queue_length(app) == len(due)
     again = run_scheduled(app)  # still due (their runs are queued): coalesced, not queued twice
     assert sorted(again["coalesced"]) == sorted(due) and again["queued"] == []
@@ -292,3 +297,49 @@ def test_two_companies_of_one_user_sharing_bc_ids_keep_separate_records(api: Api
     assert sum(r["name"].startswith("Copy of") for r in theirs) == 10
     assert len({r["PartitionKey"] for r in mine}) > 4  # spread over several partitions
     assert api.sync(first["id"]).data["suppliers"]["unchanged"] == 45  # matched within its integration
+
+
+def test_a_worker_killed_mid_slice_leaves_a_message_that_finishes_the_run_exactly_once(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
+    """A real worker process is killed after its first page: the message reappears, the dead
+    slice's lease expires, and the next delivery continues from the checkpoint."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    integration = api.create_integration(sim, entities=["products"])
+    run_id = api.post(f"integrations/{integration['id']}/dynamics/sync", None, headers=ASYNC).data["runId"]
+    sim.faults.add(200, delay=30, times=1, path_contains="skiptoken")  # the worker hangs on page 2
+    worker = subprocess.Popen(
+        [sys.executable, "-c", (
+            "from shared.app import get_app\n"
+            "from shared.runs.worker import process\n"
+            "app = get_app()\n"
+            "[m] = list(app.queue.client.receive_messages(max_messages=1, visibility_timeout=3))\n"
+            "process(m.content, dequeue_count=m.dequeue_count)\n"
+        )],
+        cwd=str(ROOT), env=dict(os.environ),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(_records(app, "Products", integration["id"])) < 100:
+            time.sleep(0.1)
+        assert len(_records(app, "Products", integration["id"])) == 100  # page 1 stored, page 2 pending
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    sim.faults.clear()
+    assert app.leases.holder(integration["id"]) == run_id  # the dead slice's lease is still there
+    time.sleep(3.5)  # the message's visibility timeout passes: it reappears
+    outcomes = drain(app)
+    assert [o.state for o in outcomes] == ["skipped"]  # the lease has not expired: it backs off
+    clock.advance(app.settings.lease_seconds + 120)  # (the worker's real clock ran ahead of the test's)
+    run = app.runs.get(integration["id"], run_id)
+    assert run is not None
+    assert handle_message(app, SliceMessage("user-1", integration["id"], run_id, run.seq)).state == "finished"
+    run = app.runs.get(integration["id"], run_id)
+    assert run is not None and run.status == "succeeded"
+    rows = _records(app, "Products", integration["id"])
+    assert sorted(r["externalId"] for r in rows) == sorted(i["id"] for i in sim.company().records("items"))
+    first_page = [r for r in sim.requests if r.path.endswith("/items") and "$skiptoken" not in r.query]
+    assert len(first_page) == 1  # page 1 was not read again: the checkpoint held

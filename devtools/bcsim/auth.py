@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from .oauth import Grants
+
 BC_SCOPE = "https://api.businesscentral.dynamics.com/.default"
 TOKEN_LIFETIME = 3599
 
@@ -23,6 +25,7 @@ class Token:
     tenant_id: str
     client_id: str
     expires_at: float
+    user_oid: str | None = None  # set for delegated (signed-in user) tokens
 
 
 class Directory:
@@ -35,9 +38,23 @@ class Directory:
         self.apps: dict[tuple[str, str], str] = {}
         self.tokens: dict[str, Token] = {}
         self.denied: set[str] = set()
+        self.domains: dict[str, str] = {}  # verified domain -> tenant id (tenantId may be either)
+        self.grants = Grants(clock, self._issue_delegated)
+
+    def _issue_delegated(self, tenant_id: str, client_id: str, user_oid: str) -> str:
+        """An access token for a signed-in user: BC accepts it like an app's."""
+        token = secrets.token_urlsafe(48)
+        with self._lock:
+            self.tokens[token] = Token(tenant_id.lower(), client_id.lower(), self._clock().timestamp() + TOKEN_LIFETIME, user_oid)
+        return token
+
+    def resolve(self, tenant_id: str) -> str:
+        """A tenant id from a tenant id or one of its domains (as Entra ID accepts both)."""
+        key = tenant_id.lower()
+        return self.domains.get(key, key)
 
     def tenant(self, tenant_id: str, create: bool = False) -> Tenant | None:
-        key = tenant_id.lower()
+        key = self.resolve(tenant_id)
         if create and key not in self.tenants:
             self.tenants[key] = Tenant(key)
         return self.tenants.get(key)
@@ -61,16 +78,20 @@ class Directory:
         with self._lock:
             self.tokens.clear()
 
-    def issue(self, tenant_id: str, form: dict[str, str], basic: tuple[str, str] | None) -> tuple[int, dict[str, Any]]:
-        """Client-credentials grant: (HTTP status, JSON body) with Entra's error codes."""
+    def issue(self, tenant_id: str, form: dict[str, str], basic: tuple[str, str] | None,
+              issuer: str = "") -> tuple[int, dict[str, Any]]:
+        """Token endpoint: (HTTP status, JSON body) with Entra's error codes. Client credentials
+        here; the delegated grants (authorization_code, refresh_token) in `self.grants`."""
         client_id, secret = basic or (form.get("client_id", ""), form.get("client_secret", ""))
         if self.tenant(tenant_id) is None:
             return aad_error(400, "invalid_tenant", 90002, f"Tenant '{tenant_id}' not found. Check to make sure "
                              "you have the correct tenant ID and are signing into the correct cloud.")
+        if form.get("grant_type") in ("authorization_code", "refresh_token"):
+            return self.grants.token(self.resolve(tenant_id), form, basic, issuer)
         if form.get("grant_type") != "client_credentials":
             return aad_error(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type "
                              f"'{form.get('grant_type', '')}'. The simulator only supports client_credentials.")
-        key = (tenant_id.lower(), client_id.lower())
+        key = (self.resolve(tenant_id), client_id.lower())
         if key not in self.apps:
             return aad_error(400, "unauthorized_client", 700016, f"Application with identifier '{client_id}' was "
                              f"not found in the directory '{tenant_id}'. This can happen if the application has not "

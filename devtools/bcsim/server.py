@@ -26,6 +26,8 @@ REST_RE = re.compile(r"^companies(?:\((?P<cid>[^)]*)\)(?:/(?P<set>\w+)(?:\((?P<r
                      r"(?:/(?P<sub>\w+))?)?)?(?P<count>/\$count)?$")
 OIDC_RE = re.compile(r"^/(?P<tenant>[^/]+)/v2\.0/\.well-known/openid-configuration$")
 TOKEN_RE = re.compile(r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/token$")
+AUTHORIZE_RE = re.compile(r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/authorize$")
+KEYS_RE = re.compile(r"^/(?P<tenant>[^/]+)/discovery/v2\.0/keys$")
 Reply = tuple[int, Any, str, dict[str, str]]
 ODATA_JSON = "application/json; odata.metadata=minimal; odata.streaming=true"
 NO_ENVIRONMENT = (b'<error xmlns="http://docs.oasis-open.org/odata/ns/metadata">\n    <code>NoEnvironment</code>\n'
@@ -116,12 +118,26 @@ class Handler(BaseHTTPRequestHandler):
             if headers.get("authorization", "").lower().startswith("basic "):
                 user, _, pw = base64.b64decode(headers["authorization"][6:]).decode().partition(":")
                 basic = (unquote(user), unquote(pw))
-            status, obj = self.sim.directory.issue(m["tenant"], form, basic)
+            status, obj = self.sim.directory.issue(m["tenant"], form, basic, self.sim.base_url)
             return self._json(status, obj, headers={"Cache-Control": "no-store, no-cache"})
+        if m := AUTHORIZE_RE.match(path):
+            return self._authorize(m["tenant"], dict(pairs))
+        if m := KEYS_RE.match(path):
+            return self._json(200, self.sim.directory.grants.jwks())
         if m := API_RE.match(path):
             return self._api(m, pairs, headers, body)
         raise ODataError(404, "BadRequest_NotFound", "No HTTP resource was found that matches the request URI "
                          f"'{self.sim.base_url}{path}'.")
+
+    def _authorize(self, tenant: str, query: dict[str, str]) -> None:
+        """The sign-in and consent pages, answered at once: a redirect back with a code (or an
+        error), or an error page when the client or its redirect_uri cannot be trusted."""
+        known = self.sim.directory.tenant(tenant) is not None
+        status, location, problem = self.sim.directory.grants.authorize(self.sim.directory.resolve(tenant), query, known)
+        if status == 302:
+            return self._send(302, b"", "text/html; charset=utf-8", {"Location": location})
+        page = f"<!doctype html><title>Sign in</title><h1>Sorry, but we're having trouble signing you in.</h1><p>{problem}</p>"
+        self._send(status, page.encode(), "text/html; charset=utf-8")
 
     def _openid(self, tenant: str) -> None:
         if self.sim.directory.tenant(tenant) is None:
@@ -144,7 +160,7 @@ class Handler(BaseHTTPRequestHandler):
     def _api(self, m: re.Match[str], pairs: list[tuple[str, str]], headers: dict[str, str], body: bytes = b"") -> None:
         sim = self.sim
         tok = sim.directory.check(headers.get("authorization"))
-        tenant = (m["tenant"] or (tok.tenant_id if tok else "")).lower()
+        tenant = sim.directory.resolve(m["tenant"] or (tok.tenant_id if tok else ""))
         if tok is None or tok.tenant_id != tenant:
             raise ODataError(401, "Authentication_InvalidCredentials", "The server has rejected the client credentials.")
         if tok.client_id in sim.directory.denied:
@@ -272,6 +288,13 @@ class Handler(BaseHTTPRequestHandler):
             elif route == ("POST", "revoke"):
                 sim.revoke_tokens()
                 out = {"revoked": True}
+            elif route == ("POST", "oauth") and parts[1:] == ["expire"]:
+                out = {"expired": sim.directory.grants.expire_refresh_tokens()}
+            elif route == ("POST", "oauth") and parts[1:] == ["revoke"]:
+                out = {"revoked": sim.directory.grants.revoke_refresh_tokens(data.get("upn"))}
+            elif route == ("POST", "oauth") and parts[1:] == ["consent"]:
+                sim.directory.grants.decline_all = bool(data.get("decline"))
+                out = {"declineAll": sim.directory.grants.decline_all}
             elif route == ("POST", "advance"):
                 sim.advance(float(data.get("seconds", 0)))
                 out = {"now": fmt_dt(sim.now)}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import ssl
 import threading
 import time
 import uuid
@@ -19,6 +20,7 @@ from .webhooks import WebhookHub
 from .store import DEMO_SIZES, SMALL_SIZES, TEMPLATES, CompanyStore, EntitySet
 
 DEMO_TENANT_ID = "7b0f3c1e-4d2a-4f6b-9c8e-2a1d5e6f7a80"
+DEMO_TENANT_DOMAIN = "cronus.example"  # the demo tenant's verified domain: tenantId may be either
 DEMO_CLIENT_ID = "3f9a2c71-8b4e-4d05-a6c2-9e1b7d3f5a24"
 DEMO_CLIENT_SECRET = "-".join(["sim", "client", "secret"])  # fake on purpose; never a real credential
 DEMO_ENVIRONMENT = "production"
@@ -26,6 +28,11 @@ DEMO_COMPANY_ID = "9b3c8e4a-52f1-ef11-9344-000d3a2f8c17"
 DEMO_COMPANY_NAME = "CRONUS International Ltd."
 DEMO_US_COMPANY_ID = "9b3c8e4b-52f1-ef11-9344-000d3a2f8c17"
 DEMO_US_COMPANY_NAME = "CRONUS USA, Inc."
+#: The platform's own multi-tenant app registration (delegated sign-in) and the people who sign in.
+DEMO_OAUTH_CLIENT_ID = "5c1e7a90-2b3d-4e8f-9a6b-0d4c3e2f1a57"
+DEMO_OAUTH_CLIENT_SECRET = "-".join(["sim", "oauth", "secret"])  # fake on purpose
+DEMO_USER = "admin@cronus.example"
+DEMO_DECLINING_USER = "decline@cronus.example"  # login_hint for a person who cancels the consent
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,9 @@ class BCSimulator:
         self._certs: Certs | None = None
         self.webhooks = WebhookHub(self)
         self.register_app(DEMO_TENANT_ID, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+        self.directory.domains[DEMO_TENANT_DOMAIN] = DEMO_TENANT_ID
+        self.directory.grants.add_user(DEMO_TENANT_ID, DEMO_USER, "Cronus Admin")
+        self.directory.grants.add_user(DEMO_TENANT_ID, DEMO_DECLINING_USER, "Cautious User", declines=True)
         self.add_company(DEMO_TENANT_ID, DEMO_COMPANY_NAME, sizes=DEMO_SIZES, company_id=DEMO_COMPANY_ID)
         self.add_company(DEMO_TENANT_ID, DEMO_US_COMPANY_NAME, sizes=SMALL_SIZES, company_id=DEMO_US_COMPANY_ID)
 
@@ -99,6 +109,14 @@ class BCSimulator:
             raise RuntimeError("BCSimulator is not started")
         return self._certs.ca_path
 
+    @property
+    def server_tls_context(self) -> ssl.SSLContext:
+        """The simulator's server-side TLS context (a 127.0.0.1 leaf of its CA): lets a test run a
+        second HTTPS listener the service's clients would trust, to see whether anything arrives."""
+        if self._certs is None:
+            raise RuntimeError("BCSimulator is not started")
+        return self._certs.server_context
+
     # ---- clock -------------------------------------------------------------------------------
     @property
     def now(self) -> datetime:
@@ -135,6 +153,22 @@ class BCSimulator:
 
     def revoke_tokens(self) -> None:
         self.directory.revoke_tokens()
+
+    # ---- delegated sign-in ---------------------------------------------------------------------
+    def register_oauth_app(self, redirect_uris: list[str], client_id: str = DEMO_OAUTH_CLIENT_ID,
+                           client_secret: str = DEMO_OAUTH_CLIENT_SECRET) -> None:
+        """The platform's multi-tenant app, with the redirect URIs it may use."""
+        self.directory.grants.register(client_id, client_secret, redirect_uris)
+
+    def decline_consent(self, decline: bool = True) -> None:
+        """Everyone cancels the consent page from now on (or no longer)."""
+        self.directory.grants.decline_all = decline
+
+    def expire_refresh_tokens(self) -> int:
+        return self.directory.grants.expire_refresh_tokens()
+
+    def revoke_refresh_tokens(self, upn: str | None = None) -> int:
+        return self.directory.grants.revoke_refresh_tokens(upn)
 
     def add_environment(self, tenant_id: str, name: str) -> None:
         with self._lock:

@@ -5,7 +5,7 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.api.integrations import load
+from shared.api.integrations import check_destinations, load, require_company, require_ready
 from shared.bc.client import BCClient
 from shared.clock import to_iso
 from shared.entities import ENTITY_TYPES
@@ -13,6 +13,7 @@ from shared.errors import BCAuthError, BCError, ConflictError
 from shared.http import Request, ok
 from shared.models import CompanyDiscovery, validate
 from shared.storage.integrations import Integration
+from shared.storage.ratelimits import check_discovery
 
 COUNT_NAMES = {"suppliers": "vendorCount", "products": "itemCount", "customers": "customerCount", "salesOrders": "salesOrderCount", "ledgerEntries": "ledgerEntryCount"}
 
@@ -22,6 +23,8 @@ def test_connection(request: Request) -> func.HttpResponse:
     integration = load(request)
     if integration.status == "disconnected":
         raise ConflictError("The integration is disconnected: PATCH new credentials to reconnect it", code="integration_disconnected")
+    require_ready(integration)
+    require_company(integration)
     try:
         with app.bc_client(integration) as client:
             data = _probe(client, integration)
@@ -83,19 +86,29 @@ def _record(request: Request, integration: Integration, error: BCError | None) -
 
 
 def companies(request: Request) -> func.HttpResponse:
-    """The companies the integration's app registration can see in its environment."""
+    """The companies the integration's app registration (or, delegated, the signed-in person)
+    can see in its environment."""
     integration = load(request)
     if integration.status == "disconnected":
         raise ConflictError("The integration is disconnected: PATCH new credentials to reconnect it", code="integration_disconnected")
-    with request.app.bc_client(integration) as client:
-        return ok([_company(c) for c in client.list_companies()])
+    require_ready(integration)
+    try:
+        with request.app.bc_client(integration) as client:
+            return ok([_company(c) for c in client.list_companies()])
+    except BCAuthError as error:
+        if integration.authMode == "delegated":
+            _record(request, integration, error)  # an expired sign-in shows as auth_expired here too
+        raise
 
 
 def discover_companies(request: Request) -> func.HttpResponse:
     """Before an integration exists: list companies for credentials given in the body."""
     body: CompanyDiscovery = validate(CompanyDiscovery, request.json(required=True) or {})
+    check_destinations(request.app, body)
+    check_discovery(request.app, request.user_id)  # 429 beyond DISCOVERIES_PER_HOUR per caller
     with request.app.bc_client_for(
-        tenant_id=body.tenantId, environment=body.environment, client_id=body.clientId, client_secret=body.clientSecret, base_url=body.baseUrl
+        tenant_id=body.tenantId, environment=body.environment, client_id=body.clientId, client_secret=body.clientSecret,
+        base_url=body.baseUrl, cache_tokens=False,  # guesses must not crowd out real tenants' cached tokens
     ) as client:
         return ok([_company(c) for c in client.list_companies()])
 

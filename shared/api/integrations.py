@@ -10,20 +10,49 @@ import azure.functions as func
 from shared.app import App
 from shared.bc.auth import TokenProvider
 from shared.clock import parse_iso, to_iso
+from shared.destinations import check_base_url, check_webhook_url
 from shared.entities import ENTITY_TYPES
-from shared.errors import ConflictError, NotFound
+from shared.errors import ConflictError, NotFound, QuotaExceeded, ValidationError
 from shared.http import Request, ok
-from shared.models import IntegrationCreate, IntegrationUpdate, validate
+from shared.models import DelegatedIntegrationCreate, IntegrationCreate, IntegrationUpdate, validate
 from shared.realtime import subscriptions as realtime
 from shared.storage.integrations import Integration
 from shared.storage.state import TypeState
 
 WHERE_TO = ("tenantId", "environment", "companyId", "baseUrl")
+#: A delegated sign-in is only good for the tenant, environment and host it was made for.
+SIGN_IN_BOUND_TO = ("tenantId", "environment", "baseUrl")
+#: Fields that decide where the stored secret is sent: changing one needs the secret again.
+DESTINATION = ("tenantId", "environment", "baseUrl", "clientId")
 
 
 def _where(field: str, value: str | None) -> str | None:
     """A WHERE_TO value as compared: GUIDs, tenant domains and environment names ignore case."""
     return value.lower() if value is not None and field != "baseUrl" else value
+
+
+def check_destinations(app: App, body: object) -> None:
+    """baseUrl on an allowed BC host, webhookUrl on a public https host (design.md section 12)."""
+    fields = getattr(body, "model_fields_set", set())
+    if "baseUrl" in fields:
+        check_base_url(getattr(body, "baseUrl", None), app.settings.bc_allowed_hosts)
+    if "webhookUrl" in fields:
+        check_webhook_url(getattr(body, "webhookUrl", None), allow_private=app.settings.allow_private_webhooks)
+
+
+def _check_quota(app: App, user_id: str) -> None:
+    """MAX_INTEGRATIONS_PER_USER: disconnected ones count too (they keep their data)."""
+    limit = app.settings.max_integrations_per_user
+    count, token = 0, None
+    while True:
+        page, token = app.integrations.list_for_user(user_id, top=1000, continuation_token=token)
+        count += len(page)
+        if count >= limit:
+            raise QuotaExceeded(
+                f"This user already has {count} integrations, the most allowed (MAX_INTEGRATIONS_PER_USER={limit})"
+            )
+        if not token:
+            return
 
 
 def load(request: Request) -> Integration:
@@ -32,6 +61,27 @@ def load(request: Request) -> Integration:
     if integration is None:
         raise NotFound("No integration with this id")
     return integration
+
+
+def require_ready(integration: Integration) -> None:
+    """409 authorization_required while nobody has signed in to a delegated integration
+    (disconnected ones are left to the disconnected check)."""
+    if integration.status == "disconnected" or integration.authMode != "delegated":
+        return
+    if integration.status == "authorization_required":
+        raise ConflictError(
+            f"Nobody has signed in for this integration yet: POST /api/integrations/{integration.id}/dynamics/authorize "
+            "and open the authorizationUrl", code="authorization_required",
+        )
+
+
+def require_company(integration: Integration) -> None:
+    """409 company_not_selected while a (delegated) integration has no companyId."""
+    if integration.status != "disconnected" and not integration.companyId:
+        raise ConflictError(
+            f"No company is selected: list them with GET /api/integrations/{integration.id}/dynamics/companies, "
+            "then PATCH companyId", code="company_not_selected",
+        )
 
 
 def view(app: App, integration: Integration, *, details: bool = False) -> dict[str, Any]:
@@ -56,6 +106,8 @@ def _new_webhook_secret(app: App, integration: Integration) -> str:
 
 def _ensure_single(app: App, integration: Integration) -> None:
     """One integration per company and user: a second one would double every record's owner."""
+    if not integration.companyId:
+        return  # delegated, company not chosen yet: checked when it is
     token = None
     while True:
         page, token = app.integrations.list_for_user(integration.userId, top=1000, continuation_token=token)
@@ -71,7 +123,11 @@ def _ensure_single(app: App, integration: Integration) -> None:
 
 def create(request: Request) -> func.HttpResponse:
     app = request.app
-    body: IntegrationCreate = validate(IntegrationCreate, request.json(required=True) or {})
+    raw = request.json(required=True) or {}
+    delegated = raw.get("authMode") == "delegated"
+    body: IntegrationCreate = validate(DelegatedIntegrationCreate if delegated else IntegrationCreate, raw)
+    check_destinations(app, body)
+    _check_quota(app, request.user_id)
     now = to_iso(app.clock.now())
     integration = Integration(
         id=Integration.new_id(),
@@ -79,8 +135,10 @@ def create(request: Request) -> func.HttpResponse:
         name=body.name,
         tenantId=body.tenantId.lower(),
         environment=body.environment,
-        companyId=body.companyId.lower(),
-        clientId=body.clientId.lower(),
+        companyId=(body.companyId or "").lower(),
+        clientId="" if delegated else body.clientId.lower(),
+        authMode="delegated" if delegated else "app",
+        status="authorization_required" if delegated else "never_synced",
         entities=list(body.entities),
         syncIntervalMinutes=body.syncIntervalMinutes,
         baseUrl=body.baseUrl,
@@ -92,7 +150,8 @@ def create(request: Request) -> func.HttpResponse:
         updatedAt=now,
     )
     _ensure_single(app, integration)
-    integration.clientSecretEnc = _seal(app, integration, body.clientSecret)
+    if not delegated:
+        integration.clientSecretEnc = _seal(app, integration, body.clientSecret)
     webhook_secret = _new_webhook_secret(app, integration) if integration.webhookUrl else None
     app.integrations.upsert(integration)
     if integration.realtime:
@@ -119,8 +178,20 @@ def update(request: Request) -> func.HttpResponse:
     current = load(request)
     body: IntegrationUpdate = validate(IntegrationUpdate, request.json(required=True) or {})
     fields = body.model_fields_set
+    check_destinations(app, body)
     webhook_secret: list[str] = []
     moved = any(f in fields and _where(f, getattr(body, f)) != _where(f, getattr(current, f)) for f in WHERE_TO)
+    delegated = current.authMode == "delegated"
+    if delegated and fields & {"clientId", "clientSecret"}:
+        name = "clientId" if "clientId" in fields else "clientSecret"
+        raise ValidationError(f"{name}: a delegated integration has no app credentials; sign in with POST .../dynamics/authorize")
+    signed_out = delegated and any(
+        f in fields and _where(f, getattr(body, f)) != _where(f, getattr(current, f)) for f in SIGN_IN_BOUND_TO
+    )
+    redirected = [f for f in DESTINATION if f in fields and _where(f, getattr(body, f)) != _where(f, getattr(current, f))]
+    if not delegated and redirected and "clientSecret" not in fields:
+        # Otherwise the stored secret (and the token it buys) would go to a new destination.
+        raise ValidationError(f"clientSecret: is required when {', '.join(redirected)} changes; send the secret again in the same body")
 
     def change(integration: Integration) -> None:
         for name in fields - {"clientSecret", "fieldMappings"}:
@@ -146,6 +217,11 @@ def update(request: Request) -> func.HttpResponse:
                 integration.status = "connected" if integration.lastSyncedAt else "never_synced"
                 integration.lastError = None
                 integration.nextSyncAt = to_iso(app.clock.now())
+        if signed_out and integration.status != "disconnected":
+            # The stored sign-in belongs to the old tenant or host: never send it to the new one.
+            integration.status = "authorization_required"
+            integration.oauthFlow = None
+            integration.authorizedAt = integration.authorizedUser = None
         if "syncIntervalMinutes" in fields and integration.nextSyncAt:
             latest = app.clock.now() + timedelta(minutes=integration.syncIntervalMinutes)
             if parse_iso(integration.nextSyncAt) > latest:
@@ -156,6 +232,8 @@ def update(request: Request) -> func.HttpResponse:
     change(preview)
     if moved:
         _ensure_single(app, preview)
+    if signed_out:
+        app.token_caches.delete(current.userId, current.id)  # before the new destination is saved
     updated = app.integrations.update(current.userId, current.id, change)
     if updated is None:
         raise NotFound("No integration with this id")
@@ -188,8 +266,12 @@ def delete(request: Request) -> func.HttpResponse:
             pass
     realtime.remove_all(app, current)  # while the credentials still exist
 
+    if current.authMode == "delegated":
+        app.token_caches.delete(current.userId, current.id)  # the refresh token is erased
+
     def change(integration: Integration) -> None:
         integration.status = "disconnected"
+        integration.oauthFlow = None  # a sign-in started before the disconnect cannot complete
         integration.clientSecretEnc = None
         integration.webhookSecretEnc = None
         integration.nextSyncAt = None

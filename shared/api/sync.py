@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.api.integrations import load
+from shared.api.integrations import load, require_company, require_ready
 from typing import Any
 
 from shared.errors import ServiceError, ValidationError
@@ -16,6 +16,7 @@ from shared.runs.dispatch import RunActive, RunRequest, abandon, start_run
 from shared.runs.model import FAILED, Run
 from shared.runs.slices import run_slice
 from shared.storage.integrations import Integration
+from shared.storage.ratelimits import check_manual_sync
 
 RETRY_AFTER_SECONDS = 2
 
@@ -45,8 +46,11 @@ def parse_request(request: Request, integration: Integration) -> RunRequest:
 
 def sync(request: Request) -> func.HttpResponse:
     integration = load(request)
+    require_ready(integration)  # delegated: 409 authorization_required before the first sign-in
+    require_company(integration)  # delegated: 409 company_not_selected until PATCH companyId
     run_request = parse_request(request, integration)
     app = request.app
+    check_manual_sync(app, integration.id)  # 429 beyond MANUAL_SYNCS_PER_HOUR
     if wants_async(request):
         started = start_run(app, integration, run_request, enqueue=True)
         location = f"/api/integrations/{integration.id}/sync-runs/{started.run.runId}"

@@ -3,24 +3,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import ssl
 import time
 from dataclasses import dataclass
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any, Iterator
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-import certifi
 import httpx
 
-from shared.bc.auth import TokenProvider
+from shared.bc.auth import Tokens
 from shared.bc.budget import RequestBudget
 from shared.bc.errors import decode_error
 from shared.clock import Clock
+from shared.destinations import origin_of
 from shared.errors import BCError, BCUnavailable
+from shared.outbound import bounded_client, ssl_context, total_deadline
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +42,6 @@ def service_root(*, api_base_url: str, tenant_id: str, environment: str, base_ur
     if base_url:
         return f"{base_url.rstrip('/')}/api/v2.0"
     return f"{api_base_url.rstrip('/')}/v2.0/{quote(tenant_id, safe='')}/{quote(environment, safe='')}/api/v2.0"
-
-
-def ssl_context() -> ssl.SSLContext:
-    """Trust from the standard variables, so a local authority with its own CA works as is."""
-    cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where()
-    return ssl.create_default_context(cafile=cafile)
 
 
 def odata_query(params: dict[str, str | None]) -> str:
@@ -81,7 +74,7 @@ class BCClient:
         *,
         root: str,
         company_id: str,
-        tokens: TokenProvider,
+        tokens: Tokens,
         clock: Clock,
         page_size: int = 1000,
         max_retries: int = 5,
@@ -90,6 +83,8 @@ class BCClient:
         budget: "RequestBudget | None" = None,
     ) -> None:
         self.root = root.rstrip("/")
+        #: The only origin (scheme, host, port) this client ever sends its bearer token to.
+        self.origin = origin_of(self.root)
         self._budget = budget
         self.company_id = company_id
         self._tokens = tokens
@@ -97,7 +92,8 @@ class BCClient:
         self._page_size = page_size
         self._max_retries = max_retries
         self._max_retry_seconds = max_retry_seconds
-        self._http = httpx.Client(verify=ssl_context(), timeout=timeout_seconds, follow_redirects=False)
+        self._timeout = timeout_seconds  # per connect/read, and for each request in total
+        self._http = bounded_client(verify=ssl_context(), timeout=timeout_seconds)
         self.requests_made = 0
 
     def close(self) -> None:
@@ -163,12 +159,11 @@ class BCClient:
 
     def _pages(self, url: str, *, step: str) -> Iterator[Page]:
         seen: set[str] = set()
-        origin = urlsplit(self.root)[:2]
         while url:
             body = self._json(self._get(url, step=step))
             next_link = body.get("@odata.nextLink")
             if next_link is not None:
-                if urlsplit(next_link)[:2] != origin:
+                if not isinstance(next_link, str) or origin_of(next_link) != self.origin:
                     # Following it would send our bearer token to another host.
                     raise BCError("Business Central returned a nextLink to another host; refusing to follow it", step=step)
                 if next_link in seen:
@@ -186,6 +181,9 @@ class BCClient:
             raise BCError(f"Business Central answered HTTP {response.status_code} with a body that is not JSON") from None
 
     def _get(self, url: str, *, step: str, accept: str = "application/json") -> httpx.Response:
+        if self.origin is None or origin_of(url) != self.origin:
+            # A saved checkpoint or a link from elsewhere: the token goes to the integration's own BC only.
+            raise BCError("Refusing to send the Business Central token to a URL outside the integration's BC origin", step=step)
         attempt, waited, renewed = 0, 0.0, False
         while True:
             headers = {
@@ -198,13 +196,20 @@ class BCClient:
             try:
                 self.requests_made += 1
                 if self._budget is None:
-                    response = self._http.get(url, headers=headers)
+                    with total_deadline(self._timeout):  # a trickling host cannot hold the worker
+                        response = self._http.get(url, headers=headers)
                 else:
-                    with self._budget.request():  # BC's limits across every instance
+                    with self._budget.request(), total_deadline(self._timeout):  # BC's limits across every instance
                         response = self._http.get(url, headers=headers)
             except httpx.TransportError as error:
                 failure: BCError = BCUnavailable(f"Business Central is unreachable ({type(error).__name__})", step=step)
             else:
+                if 300 <= response.status_code < 400:
+                    # Redirects are never followed: the token would travel with them.
+                    raise BCError(
+                        f"Business Central answered a redirect (HTTP {response.status_code}); redirects are not followed",
+                        http_status=response.status_code, step=step,
+                    )
                 if response.status_code < 400:
                     return response
                 if response.status_code == 401 and not renewed:

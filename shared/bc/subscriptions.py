@@ -13,7 +13,9 @@ import httpx
 
 from shared.bc.client import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, RETRY_STATUSES, BCClient, retry_after_seconds
 from shared.bc.errors import decode_error
+from shared.destinations import origin_of
 from shared.errors import BCError, BCUnavailable
+from shared.outbound import total_deadline
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,8 @@ class SubscriptionNotFound(BCError):
 
 class SubscriptionClient:
     """Create, renew and delete subscriptions with an integration's BCClient (its token,
-    budget, clock, retry settings and HTTP pool)."""
+    budget, clock, retry settings, origin and HTTP pool; its private parts are used on purpose,
+    so both follow one set of rules)."""
 
     def __init__(self, client: BCClient) -> None:
         self._bc = client
@@ -62,6 +65,8 @@ class SubscriptionClient:
         self, method: str, url: str, *, body: dict[str, Any] | None = None, etag: str | None = None, retry: frozenset[int] = RETRY_STATUSES
     ) -> httpx.Response:
         bc = self._bc
+        if bc.origin is None or origin_of(url) != bc.origin:
+            raise BCError("Refusing to send the Business Central token to a URL outside the integration's BC origin", step="subscriptions")
         attempt, waited, renewed = 0, 0.0, False
         while True:
             headers = {"Authorization": f"Bearer {bc._tokens.token()}", "Accept": "application/json"}
@@ -71,15 +76,19 @@ class SubscriptionClient:
             try:
                 bc.requests_made += 1
                 if bc._budget is None:
-                    response = bc._http.request(method, url, json=body, headers=headers)
+                    with total_deadline(bc._timeout):
+                        response = bc._http.request(method, url, json=body, headers=headers)
                 else:
-                    with bc._budget.request():
+                    with bc._budget.request(), total_deadline(bc._timeout):
                         response = bc._http.request(method, url, json=body, headers=headers)
             except httpx.TransportError as error:
                 failure: BCError = BCUnavailable(f"Business Central is unreachable ({type(error).__name__})", step="subscriptions")
                 if method == "POST" and not isinstance(error, httpx.ConnectError):
                     raise failure from None  # it may have been created: the next renewal round retries
             else:
+                if 300 <= response.status_code < 400:  # never followed: the token would travel with it
+                    raise BCError(f"Business Central answered a redirect (HTTP {response.status_code}); redirects are not followed",
+                                  http_status=response.status_code, step="subscriptions")
                 if response.status_code < 400:
                     return response
                 if response.status_code == 401 and not renewed:

@@ -70,7 +70,8 @@ def apply(app: App, integration: Integration, *, previous: Integration | None = 
 def _apply(app: App, integration: Integration, previous: Integration | None) -> None:
     repo = repository(app)
     existing = {s.dataType: s for s in repo.list_for(integration.id)}
-    wanted = set(integration.entities) if integration.realtime and integration.status != "disconnected" else set()
+    on = integration.realtime and integration.status != "disconnected" and bool(integration.companyId)
+    wanted = set(integration.entities) if on else set()  # a delegated one without a company waits for it
     for key, sub in existing.items():
         stale = previous is not None and any(getattr(previous, f) != getattr(integration, f) for f in WHERE)
         if key not in wanted or stale:

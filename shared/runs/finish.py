@@ -100,7 +100,8 @@ def _update_integration(
             message = failure.message
             if isinstance(failure, BCAuthError) or getattr(failure, "auth", False) or failure.code == "bc_auth_failed":
                 current.status = "auth_expired"
-                message = f"{message}. To fix it, {REAUTHENTICATE}"
+                # A delegated token's error already says to sign in again; app credentials get the PATCH hint.
+                message = message if current.authMode == "delegated" else f"{message}. To fix it, {REAUTHENTICATE}"
             else:
                 current.status = "error"
             current.lastError = {"code": failure.code, "message": message, "at": to_iso(now)}
@@ -157,7 +158,9 @@ def _log(app: App, run: Run, key: str, progress: TypeProgress, now: Any) -> None
 def _notify(app: App, integration: Integration, run: Run, now: Any) -> None:
     failed = run.status == FAILED
     try:
-        WebhookNotifier(app.deliveries, app.integrations, app.box, app.clock).notify(
+        WebhookNotifier(
+            app.deliveries, app.integrations, app.box, app.clock, allow_private=app.settings.allow_private_webhooks
+        ).notify(
             integration,
             {
                 "event": "sync.failed" if failed else "sync.completed",

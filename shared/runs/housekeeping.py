@@ -11,6 +11,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.app import App
+from shared.keyrotation import reencrypt_integrations
 from shared.webhooks import WebhookNotifier
 
 log = logging.getLogger(__name__)
@@ -21,10 +22,16 @@ CURSOR_TABLE = "SyncHousekeeping"
 def housekeeping(app: App) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     try:
-        summary["webhookRetries"] = WebhookNotifier(app.deliveries, app.integrations, app.box, app.clock).retry_due()
+        summary["webhookRetries"] = WebhookNotifier(
+            app.deliveries, app.integrations, app.box, app.clock, allow_private=app.settings.allow_private_webhooks
+        ).retry_due()
     except Exception:  # noqa: BLE001
         log.exception("housekeeping: webhook retries failed")
     summary["logsRemoved"], summary["retentionChecked"] = _retention_batch(app)
+    try:  # secrets still under a previous CREDENTIALS_KEY, a bounded batch per tick
+        summary["keysReencrypted"] = reencrypt_integrations(app, limit=200).to_dict()
+    except Exception:  # noqa: BLE001
+        log.exception("housekeeping: key re-encryption failed")
     try:  # realtime (issue 11): renew BC subscriptions expiring within 24 h, bounded per tick
         from shared.realtime.subscriptions import renew_due
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError
-from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
+from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, ExponentialRetry, QueueClient
 
 from shared.errors import ServiceError
 
@@ -49,12 +49,21 @@ class SliceMessage:
 class RunQueue:
     def __init__(self, connection_string: str, name: str, *, account_url: str | None = None, credential: Any = None) -> None:
         self.name = name
-        kwargs: dict[str, Any] = {"message_encode_policy": BinaryBase64EncodePolicy(), "message_decode_policy": BinaryBase64DecodePolicy()}
+        kwargs: dict[str, Any] = {
+            "message_encode_policy": BinaryBase64EncodePolicy(),
+            "message_decode_policy": BinaryBase64DecodePolicy(),
+            # An HTTP caller waits on a send: fail within seconds, not the SDK's default minute.
+            "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2),
+            "connection_timeout": 5,
+        }
         if account_url:
             self._client = QueueClient(account_url, name, credential=credential, **kwargs)
         else:
             self._client = QueueClient.from_connection_string(connection_string, name, **kwargs)
-        self._poison = QueueClient.from_connection_string(connection_string, f"{name}-poison", **kwargs) if not account_url else QueueClient(account_url, f"{name}-poison", credential=credential, **kwargs)
+        if account_url:
+            self._poison = QueueClient(account_url, f"{name}-poison", credential=credential, **kwargs)
+        else:
+            self._poison = QueueClient.from_connection_string(connection_string, f"{name}-poison", **kwargs)
         self._created = False
         self._lock = threading.Lock()
 

@@ -42,6 +42,10 @@ class Integration:
     updatedAt: str | None = None
     clientSecretEnc: str | None = None
     webhookSecretEnc: str | None = None
+    authMode: str = "app"  # "app" (client credentials) | "delegated" (a person signed in)
+    authorizedAt: str | None = None  # delegated: when the person last completed the sign-in
+    authorizedUser: str | None = None  # delegated: who signed in (their user name)
+    oauthFlow: str | None = None  # delegated: hash of the state of the one sign-in that may complete
     realtime: bool = False  # BC webhooks on (design.md §10); subscriptions live in shared/storage/subscriptions.py
     realtimeFollowUp: list[str] | None = None  # types notified while a run was past them: the next delta's
 
@@ -57,7 +61,7 @@ class Integration:
     def to_api(self) -> dict[str, Any]:
         """What callers see: never a secret or a token, only whether one is set."""
         data = asdict(self)
-        for private in ("clientSecretEnc", "webhookSecretEnc", "userId", "lastRun", "realtimeFollowUp"):
+        for private in ("clientSecretEnc", "webhookSecretEnc", "userId", "lastRun", "oauthFlow", "realtimeFollowUp"):
             data.pop(private)
         data["realtime"] = {"enabled": self.realtime, "subscriptions": {}}  # the API view fills in the subscriptions
         data["hasClientSecret"] = self.clientSecretEnc is not None

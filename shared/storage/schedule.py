@@ -29,8 +29,8 @@ class DueEntry:
 
 def schedule_key(integration: "Integration") -> str | None:
     """The row this integration should have in the index, or None when it is not scheduled."""
-    if integration.status in UNSCHEDULED:
-        return None
+    if integration.status in UNSCHEDULED or not integration.companyId:
+        return None  # waits for a person (credentials, a sign-in, a company to be chosen)
     due = integration.nextSyncAt or integration.createdAt or "0000"
     return f"{due}|{encode_key(integration.userId)}|{encode_key(integration.id)}"
 

@@ -7,10 +7,11 @@ import base64
 import binascii
 import json
 import logging
+import os
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError
@@ -36,9 +37,38 @@ class WriteFailure(Exception):
 class TableStore:
     """Hands out table clients (tables created on first use) and writes in parallel transactions."""
 
-    def __init__(self, connection_string: str, *, prefix: str = "", write_concurrency: int = 8) -> None:
-        self._connection_string = connection_string
-        self._service = TableServiceClient.from_connection_string(connection_string)
+    def __init__(
+        self,
+        connection_string: str | None = None,
+        *,
+        account_url: str | None = None,
+        credential: Any = None,
+        async_credential: Callable[[], Any] | None = None,
+        prefix: str = "",
+        write_concurrency: int = 8,
+    ) -> None:
+        """A connection string (Azurite, local), or an account URL with a token credential (a
+        managed identity in Azure); `async_credential` makes the aio twin for batched writes."""
+        if account_url:
+            if credential is None:
+                raise ValueError("an account URL needs a credential")
+            # Trust from the standard variables (design.md section 4): aiohttp would not read them.
+            cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
+            tls: dict[str, Any] = {"connection_verify": cafile} if cafile else {}
+            self._service = TableServiceClient(endpoint=account_url, credential=credential, **tls)
+            make_async = async_credential
+            #: The aio writer keeps one client per storage target.
+            self._target = f"url:{account_url}"
+            self._async_factory: Callable[[], AsyncTableServiceClient] = lambda: AsyncTableServiceClient(
+                endpoint=account_url, credential=make_async() if make_async else credential, **tls
+            )
+        elif connection_string:
+            self._service = TableServiceClient.from_connection_string(connection_string)
+            self._target = f"cs:{connection_string}"
+            self._async_factory = lambda: AsyncTableServiceClient.from_connection_string(connection_string)
+        else:
+            raise ValueError("TableStore needs a connection string or an account URL")
+        self.credential = credential
         self._concurrency = write_concurrency
         self._prefix = prefix
         self._tables: dict[str, TableClient] = {}
@@ -48,6 +78,16 @@ class TableStore:
     @classmethod
     def from_connection_string(cls, connection_string: str, **kwargs: Any) -> "TableStore":
         return cls(connection_string, **kwargs)
+
+    @classmethod
+    def from_account_url(cls, account_url: str, **kwargs: Any) -> "TableStore":
+        """Managed identity: `https://<account>.table.core.windows.net` and DefaultAzureCredential."""
+        if "credential" not in kwargs:
+            from shared.storage.credentials import async_storage_credential, storage_credential
+
+            kwargs["credential"] = storage_credential()
+            kwargs.setdefault("async_credential", async_storage_credential)
+        return cls(account_url=account_url, **kwargs)
 
     def table(self, name: str) -> TableClient:
         full = f"{self._prefix}{name}"
@@ -77,7 +117,7 @@ class TableStore:
         for op in operations:
             by_partition[op[1]["PartitionKey"]].append(op)
         chunks = [ops[i : i + MAX_TRANSACTION] for ops in by_partition.values() for i in range(0, len(ops), MAX_TRANSACTION)]
-        return _writer().write(self._connection_string, f"{self._prefix}{table}", chunks, self._concurrency)
+        return _writer().write(self._target, self._async_factory, f"{self._prefix}{table}", chunks, self._concurrency)
 
     def query(
         self,
@@ -120,14 +160,20 @@ class _AsyncWriter:
         threading.Thread(target=self._loop.run_forever, name="tables-writer", daemon=True).start()
         atexit.register(self.close)
 
-    def write(self, connection_string: str, table: str, chunks: list[list[tuple[str, Entity]]], concurrency: int) -> list[WriteFailure]:
-        future = asyncio.run_coroutine_threadsafe(self._write(connection_string, table, chunks, concurrency), self._loop)
+    def write(
+        self, target: str, factory: Callable[[], AsyncTableServiceClient], table: str, chunks: list[list[tuple[str, Entity]]], concurrency: int
+    ) -> list[WriteFailure]:
+        """`target` names the storage (connection string or account URL); `factory` makes its
+        aio client the first time, on this loop."""
+        future = asyncio.run_coroutine_threadsafe(self._write(target, factory, table, chunks, concurrency), self._loop)
         return future.result()
 
-    async def _write(self, connection_string: str, table: str, chunks: list[list[tuple[str, Entity]]], concurrency: int) -> list[WriteFailure]:
-        service = self._services.get(connection_string)
+    async def _write(
+        self, target: str, factory: Callable[[], AsyncTableServiceClient], table: str, chunks: list[list[tuple[str, Entity]]], concurrency: int
+    ) -> list[WriteFailure]:
+        service = self._services.get(target)
         if service is None:
-            service = self._services[connection_string] = AsyncTableServiceClient.from_connection_string(connection_string)
+            service = self._services[target] = factory()
         client = service.get_table_client(table)
         slots = asyncio.Semaphore(concurrency)
 

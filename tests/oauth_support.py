@@ -1,0 +1,83 @@
+"""Helpers for the delegated sign-in tests: a 'browser' that follows the authorization URL against the
+simulator's Entra ID (httpx, no redirects followed) and brings the answer to the callback function."""
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from devtools.bcsim import DEMO_ENVIRONMENT, DEMO_TENANT_ID, BCSimulator
+from tests.support import Api
+
+REDIRECT_URI = "https://platform.example.test/api/oauth/callback"
+RETURN_URL = "https://app.example.test/integrations/connected"
+
+
+@dataclass
+class CallbackReply:
+    status: int
+    headers: dict[str, str]
+    text: str
+
+    @property
+    def location(self) -> str:
+        return next((v for k, v in self.headers.items() if k.lower() == "location"), "")
+
+    @property
+    def result(self) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(urlsplit(self.location).query).items()}
+
+
+def delegated_body(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": "CRONUS (signed in)", "authMode": "delegated", "tenantId": DEMO_TENANT_ID,
+                            "environment": DEMO_ENVIRONMENT}
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def create_delegated(api: Api, **overrides: Any) -> dict[str, Any]:
+    reply = api.post("integrations", delegated_body(**overrides))
+    assert reply.status == 201, reply.body
+    return reply.data
+
+
+def open_in_browser(sim: BCSimulator, url: str, **extra: str) -> httpx.Response:
+    """GET the authorization URL the way a browser would (extra query parameters appended). The
+    browser is not the service: its own httpx logging is muted, so log-leak tests see only ours."""
+    loggers = [logging.getLogger(name) for name in ("httpx", "httpcore")]
+    before = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with httpx.Client(verify=ssl.create_default_context(cafile=sim.ca_path), timeout=10) as client:
+            return client.get(url, params=extra or None, follow_redirects=False)
+    finally:
+        for lg, was in zip(loggers, before):
+            lg.setLevel(was)
+
+
+def to_callback(api: Api, location: str, *, accept: str | None = None) -> CallbackReply:
+    """Deliver Entra's redirect to the callback function (anonymous: no identity header)."""
+    parts = urlsplit(location)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == REDIRECT_URI, location
+    headers = {"Accept": accept} if accept else {}
+    status, reply_headers, content = api.host.handle("GET", f"http://localhost/api/oauth/callback?{parts.query}", headers, b"")
+    return CallbackReply(status, dict(reply_headers), content.decode("utf-8") if content else "")
+
+
+def sign_in(api: Api, sim: BCSimulator, integration_id: str, **extra: str) -> CallbackReply:
+    """authorize -> the simulator's sign-in and consent -> the callback."""
+    reply = api.post(f"integrations/{integration_id}/dynamics/authorize")
+    assert reply.status == 200, reply.body
+    answer = open_in_browser(sim, reply.data["authorizationUrl"], **extra)
+    assert answer.status_code == 302, answer.text
+    return to_callback(api, answer.headers["Location"])
+
+
+def json_of(reply: CallbackReply) -> dict[str, Any]:
+    return json.loads(reply.text)
