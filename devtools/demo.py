@@ -32,9 +32,11 @@ from devtools.bcsim import (
     BCSimulator,
 )
 from devtools.funchost import FunctionHost
+from devtools.screenshot import portal_screenshot
 
 ROOT = Path(__file__).resolve().parent.parent
 USER = "demo-user@contoso.com"
+SCREENSHOT = ROOT / ".bench" / "portal.png"
 ALL_TYPES = ["suppliers", "products", "customers", "salesOrders", "ledgerEntries"]
 
 
@@ -183,7 +185,7 @@ def run(serve: bool) -> None:
                 "BC_PAGE_SIZE": "100",  # small pages, so the asynchronous run's progress moves visibly
             }
         )
-        with FunctionHost(ROOT, queues=True) as host:
+        with FunctionHost(ROOT, queues=True, demo_principal=USER) as host:  # the page (dev only) acts as USER
             print(f"Azurite (in memory): {azurite.connection_string.split('TableEndpoint=')[1]}")
             print(f"BC simulator + Entra ID: {sim.base_url}   Functions host: {host.base_url}/api")
             api = Client(host.base_url)
@@ -249,9 +251,12 @@ def run(serve: bool) -> None:
             print(f"  last 24h: {current['statistics']['last24h']}")
 
             delegated(api, sim, host.base_url)
+            heading("The monitoring page (GET /api/portal), in headless Chromium")
+            print(f"  pressed Sync now and View error log; screenshot: {portal_screenshot(f'{host.base_url}/api/portal', SCREENSHOT)}")
 
             if serve:
                 heading("Serving: try it with curl (Ctrl+C stops)")
+                print(f"  open {host.base_url}/api/portal in a browser (requests without identity act as {USER})")
                 print(f"  curl -s -H 'X-MS-CLIENT-PRINCIPAL-ID: {USER}' {host.base_url}/api/integrations/{iid}/sync-logs?top=3")
                 print(f"  curl -s -X POST -H 'X-MS-CLIENT-PRINCIPAL-ID: {USER}' {host.base_url}/api/integrations/{iid}/dynamics/sync")
                 try:

@@ -31,6 +31,7 @@ from azure.functions.timer import TimerRequest
 logger = logging.getLogger("devtools.funchost")
 
 Reply = tuple[int, list[tuple[str, str]], bytes]
+DEMO_IDENTITY_HEADER = "X-MS-CLIENT-PRINCIPAL-ID"
 
 _PARAM = re.compile(r"\{([^{}]+)\}")
 _NUMBER = r"-?\d+(?:\.\d+)?"
@@ -172,8 +173,11 @@ class FunctionHost:
     """Serves the HTTP-triggered functions under `app_root` on a background thread."""
 
     def __init__(self, app_root: Path, host: str = "127.0.0.1", port: int = 0, *,
-                 function_key: str | None = None, queues: bool = False) -> None:
+                 function_key: str | None = None, queues: bool = False,
+                 demo_principal: str | None = None) -> None:
         self.app_root = Path(app_root).resolve()
+        # Dev only: stands in for App Service Authentication, which sets this header in Azure.
+        self.demo_principal = demo_principal
         self.host, self.port = host, port
         self.function_key = function_key
         self.functions = discover(self.app_root)
@@ -302,6 +306,8 @@ class FunctionHost:
         query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         if not self._authorized(spec, query, headers):
             return _error(401, "unauthorized", "A valid function key is required (?code= or x-functions-key)")
+        if self.demo_principal and not any(k.lower() == DEMO_IDENTITY_HEADER.lower() for k in headers):
+            headers = {**headers, DEMO_IDENTITY_HEADER: self.demo_principal}
         req = func.HttpRequest(method=method, url=url, headers=headers, params=query,
                                route_params=route_params, body=body)
         try:
@@ -374,10 +380,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=7071)
     parser.add_argument("--function-key", default=None, help="enforce authLevel function/admin with this key")
     parser.add_argument("--no-queues", action="store_true", help="do not serve the queue triggers")
+    parser.add_argument("--demo-principal", default=None, metavar="USER",
+                        help="dev only: send requests without an identity header as USER (App Service Authentication's stand-in)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     _load_local_settings(args.root)
-    host = FunctionHost(args.root, args.host, args.port, function_key=args.function_key, queues=not args.no_queues)
+    host = FunctionHost(args.root, args.host, args.port, function_key=args.function_key, queues=not args.no_queues,
+                        demo_principal=args.demo_principal)
+    if args.demo_principal:
+        logger.warning("Dev only: requests without %s act as %s", DEMO_IDENTITY_HEADER, args.demo_principal)
     host.serve_forever()
 
 

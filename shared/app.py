@@ -8,6 +8,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+import shared.telemetry  # noqa: F401 - configures Application Insights once, when its connection string is set
 from shared.bc.auth import TokenProvider, Tokens
 from shared.bc.budget import RequestBudget, credential_key
 from shared.bc.delegated import DelegatedTokenProvider

@@ -240,7 +240,7 @@ def test_every_run_refreshes_and_the_rotated_token_is_written_back(api: Api, app
     assert sim.directory.grants.refreshes == 2
     stored = raw(app, "OAuthTokens", "user-1", shown["id"])
     assert stored is not None and set(stored) == {"PartitionKey", "RowKey", "cacheEnc", "refreshedNs"}
-    assert stored["cacheEnc"].startswith("v1:")  # encrypted; inside, access tokens are never kept:
+    assert stored["cacheEnc"].startswith("v2:")  # encrypted; inside, access tokens are never kept:
     cache = json.loads(app.token_caches.get("user-1", shown["id"]).cache)
     assert cache["AccessToken"] == {} and len(cache["RefreshToken"]) == 1 and cache["Account"]
 

@@ -6,8 +6,9 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from shared import telemetry
 from shared.app import App
-from shared.clock import to_iso
+from shared.clock import parse_iso, to_iso
 from shared.entities import ENTITY_TYPES
 from shared.errors import BCAuthError, ServiceError
 from shared.runs.model import FAILED, SUCCEEDED, Run, TypeProgress
@@ -49,6 +50,7 @@ def finish_run(app: App, run: Run, integration: Integration | None, *, fatal: Se
         _log(app, run, key, run.progress[key], now)
     follow_up: list[str] = []  # realtime (issue 11): types notified while this run was past them
     updated = _update_integration(app, run, failed=failed, failure=fatal or _first_error(run), now=now, follow_up=follow_up)
+    _telemetry(run, now)
     if follow_up and updated is not None:
         from shared.realtime.trigger import start_follow_up
 
@@ -153,6 +155,20 @@ def _log(app: App, run: Run, key: str, progress: TypeProgress, now: Any) -> None
         )
     except Exception:  # noqa: BLE001 - one log entry never stops the others
         log.exception("could not write the %s log of run %s", key, run.runId)
+
+
+def _telemetry(run: Run, now: Any) -> None:
+    """One structured record per data type and one per run (shared/telemetry.py)."""
+    counts = run.counts()
+    for key in run.entities:
+        progress = run.progress[key]
+        telemetry.type_finished(integration_id=run.integrationId, run_id=run.runId, data_type=key,
+                                status=progress.status or "FAILED", counts=counts[key], trigger=run.trigger,
+                                mode=run.mode, error=progress.error)
+    began = parse_iso(run.startedAt or run.createdAt) if (run.startedAt or run.createdAt) else now
+    telemetry.run_finished(integration_id=run.integrationId, run_id=run.runId, status=run.status, trigger=run.trigger,
+                           mode=run.mode, duration_ms=(now - began).total_seconds() * 1000,
+                           bc_requests=run.bcRequests, counts=counts, error=run.error)
 
 
 def _notify(app: App, integration: Integration, run: Run, now: Any) -> None:

@@ -52,7 +52,7 @@ class StatsRepository:
             )
         )
         day = _bucket(now - timedelta(hours=24))
-        return {"last24h": _sum(r for r in rows if r["RowKey"] > day), "last7d": _sum(rows)}
+        return {"last24h": _sum(r for r in rows if r["RowKey"] > day), "last7d": _sum(rows), "hourly": _hourly(rows)}
 
 
 def _sum(rows: Any) -> dict[str, Any]:
@@ -63,3 +63,18 @@ def _sum(rows: Any) -> dict[str, Any]:
         failures += row["failures"]
         records.update(json.loads(row.get("records") or "{}"))
     return {"runs": runs, "failures": failures, "records": dict(records)}
+
+
+def _hourly(rows: Any) -> list[dict[str, Any]]:
+    """The hours that had runs, oldest first, for the monitoring page's history chart."""
+    series = []
+    for row in sorted(rows, key=lambda r: r["RowKey"]):
+        key = row["RowKey"]
+        records = json.loads(row.get("records") or "{}")
+        series.append({
+            "hour": f"{key[0:4]}-{key[4:6]}-{key[6:8]}T{key[8:10]}:00:00Z",
+            "runs": row["runs"],
+            "failures": row["failures"],
+            "records": sum(records.values()),
+        })
+    return series

@@ -1,0 +1,1 @@
+from tests.fake_async import list_delegated as main

@@ -1,0 +1,1 @@
+from tests.fake_async import entra_login as main

@@ -1,0 +1,1 @@
+from tests.fake_async import get as main
