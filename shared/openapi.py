@@ -32,6 +32,31 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": REF.format(model=name)}
 
 
+def _bc_notifications() -> dict[str, Any]:
+    """Business Central's webhook calls (design.md §10): anonymous, the clientState is the credential."""
+    token = {"name": "validationToken", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "BC's handshake (on create and on every renewal): answered 200 text/plain with the token"}
+    handshake = {"description": "The validation token, echoed", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    error = {"content": {"application/json": {"schema": _ref("Error")}}}
+    responses = {"200": handshake, "400": {"description": "invalid_json or a bad validationToken", **error},
+                 "405": {"description": "a GET without validationToken", **error}}
+    notification = {"type": "object", "required": ["value"], "properties": {"value": {"type": "array", "items": {
+        "type": "object", "properties": {k: {"type": "string"} for k in (
+            "subscriptionId", "clientState", "expirationDateTime", "resource", "changeType", "lastModifiedDateTime")}}}}}
+    accepted = {"description": "Taken: deltas queued, deletes flagged", "content": {"application/json": {"schema": _success(
+        {"type": "object", "properties": {"accepted": {"type": "integer"}, "outcome": {"type": "object"}}})}}}
+    post_responses = {**responses, "202": accepted,
+                      "401": {"description": "no item names a known subscription with its clientState", **error},
+                      "413": {"description": "payload_too_large: a body over 1 MiB", **error},
+                      "503": {"description": "the queue or storage is unavailable: BC retries", **error}}
+    return {
+        "get": {"operationId": "bcNotificationHandshake", "security": [], "parameters": [token], "responses": responses},
+        "post": {"operationId": "bcNotification", "security": [], "parameters": [token],
+                 "requestBody": {"required": False, "content": {"application/json": {"schema": notification}}},
+                 "responses": post_responses},
+    }
+
+
 def _success(data: dict[str, Any], *, paged: bool = False) -> dict[str, Any]:
     properties: dict[str, Any] = {"success": {"const": True}, "data": data}
     required = ["success", "data"]
@@ -78,6 +103,10 @@ INTEGRATION = {
         "hasClientSecret": {"type": "boolean"}, "hasWebhookSecret": {"type": "boolean"},
         "webhookSecret": {"type": "string", "description": "answered once, by the create or a PATCH that sets webhookUrl"},
         "statistics": {"type": "object"}, "syncInProgress": {"type": "boolean"},
+        "realtime": {"type": "object", "required": ["enabled", "subscriptions"], "properties": {
+            "enabled": {"type": "boolean"},
+            "subscriptions": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                "status": {"enum": ["active", "failed"]}, "expiresAt": NULLABLE_STRING, "error": {"type": ["object", "null"]}}}}}},
     },
     "not": {"anyOf": [{"required": ["clientSecret"]}, {"required": ["clientSecretEnc"]}, {"required": ["webhookSecretEnc"]}]},
 }
@@ -265,6 +294,7 @@ def build() -> dict[str, Any]:
                     "responses": {**_responses(200, {}, [400, 404]), "200": {"description": "A page of changes", "content": {
                         "application/json": {"schema": CHANGES_PAGE}}}}},
         },
+        "/bc/notifications": _bc_notifications(),
         "/integrations/{id}/webhook-deliveries": {
             "parameters": [ID],
             "get": {"operationId": "listWebhookDeliveries", "parameters": [TOP, TOKEN],
