@@ -1,84 +1,218 @@
-"""Full-sync speed and memory on a generated company: real Azurite, the simulator over HTTPS.
+"""Full-sync throughput against the Azurite write ceiling measured in the same run.
 
-Prints figures; asserts nothing. The write ceiling to compare with (design.md §5, this machine):
-~2,800 entities/s for batched transactions synchronously, ~3,600/s async with 8 in flight."""
+    python -m benchmarks.full_sync [--items 20000] [--profile]
+
+The ceiling: raw transactions of 100 entities of ~10 properties through TableStore.write (the
+aio writer, STORAGE_WRITE_CONCURRENCY in flight), spread over as many partitions as an
+integration's records, for as many entities as the company has items. Then three runs of the
+products type through shared.runs (start_run + one run_slice, as a synchronous HTTP sync):
+full on an empty platform, full again (nothing changed), and a delta after 100 items changed
+in BC. Prints figures; asserts nothing."""
 from __future__ import annotations
 
 import argparse
-import base64
+import cProfile
+import io
 import json
-import os
-import resource
-import subprocess
-import sys
+import pstats
+import ssl
 import time
+import urllib.request
 import uuid
+from typing import Any
 
+from benchmarks.support import Meter, azurite_table_pid, configure, metered, new_integration, run_once, simulator
 from devtools.azurite import AzuriteServer
-from devtools.bcsim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT_ID
-from shared.app import App
-from shared.settings import load_settings
-from shared.storage.integrations import Integration
-from shared.sync.runner import SyncRequest, SyncRunner
+
+CEILING_TABLE = "BenchCeiling"
+CEILING_CALL = 10_000  # entities per TableStore.write call (100 transactions)
+CHANGED_FOR_DELTA = 100
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def ceiling_entities(count: int, partitions: int) -> list[tuple[str, dict[str, Any]]]:
+    """`count` upserts of 10 properties each (7 strings, a number, a float, a flag)."""
+    run = uuid.uuid4().hex[:8]
+    ops = []
+    for i in range(count):
+        ops.append(("upsert", {
+            "PartitionKey": f"{run}|{i % partitions:02d}", "RowKey": f"{i:010d}",
+            "number": f"ITEM-{i:07d}", "name": f"Bench item number {i}", "type": "Inventory",
+            "category": "CHAIR", "unit": "PCS", "gtin": f"{7350000000000 + i}", "externalId": str(uuid.uuid4()),
+            "unitPrice": 12.5 + i % 100, "inventory": i % 50, "blocked": False,
+        }))
+    return ops
+
+
+def measure_ceiling(app: Any, count: int, partitions: int) -> float:
+    ops = ceiling_entities(count, partitions)
+    app.store.table(CEILING_TABLE)  # created before the clock starts
+    started = time.perf_counter()
+    failures = 0
+    for start in range(0, len(ops), CEILING_CALL):
+        failures += len(app.store.write(CEILING_TABLE, ops[start : start + CEILING_CALL]))
+    elapsed = time.perf_counter() - started
+    if failures:
+        print(f"  ceiling: {failures} entities refused")
+    return count / elapsed
+
+
+def measure_records_ceiling(app: Any, table: str, count: int, node: int) -> tuple[float, Meter]:
+    """The same ceiling with the stored records themselves (their ~20 properties), rewritten
+    into a fresh table: what the records' extra properties cost the writer."""
+    rows = app.store.query(table, "PartitionKey ne @none", parameters={"none": ""}, page_size=1000)
+    ops = [("upsert", dict(row)) for _, row in zip(range(count), rows)]
+    copy = f"{CEILING_TABLE}Records"
+    app.store.table(copy)
+    with metered(node) as meter:
+        for start in range(0, len(ops), CEILING_CALL):
+            app.store.write(copy, ops[start : start + CEILING_CALL])
+    return len(ops) / meter.wall, meter
+
+
+class StageTimes:
+    """Wall time the sync thread spends in each stage of a page (map, stored lookup, write),
+    by wrapping those functions in this process only."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {"map": 0.0, "lookup": 0.0, "write": 0.0}
+
+    def install(self) -> "StageTimes":
+        import shared.sync.engine as engine
+        from shared.storage.records import RecordWriter, StoredLookup
+
+        def timed(stage: str, fn: Any) -> Any:
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    self.seconds[stage] += time.perf_counter() - started
+            return wrapper
+
+        engine.map_record = timed("map", engine.map_record)  # type: ignore[attr-defined]
+        StoredLookup.lookup = timed("lookup", StoredLookup.lookup)  # type: ignore[method-assign]
+        RecordWriter.flush = timed("write", RecordWriter.flush)  # type: ignore[method-assign]
+        return self
+
+    def take(self) -> dict[str, float]:
+        taken, self.seconds = self.seconds, {k: 0.0 for k in self.seconds}
+        return taken
+
+
+def property_count(app: Any, table: str, sample: int = 2000) -> float:
+    """Average properties per stored entity (PartitionKey and RowKey included)."""
+    rows = app.store.query(table, "PartitionKey ne @none", parameters={"none": ""}, page_size=1000)
+    total = seen = 0
+    for row in rows:
+        total += len(row)
+        seen += 1
+        if seen >= sample:
+            break
+    return total / max(1, seen)
+
+
+def change_items(app: Any, sim: Any, count: int) -> int:
+    """Change `count` items in BC through the simulator's control API (their price)."""
+    rows = app.store.query("Products", "PartitionKey ne @none", parameters={"none": ""}, select=["externalId"], page_size=count)
+    context = ssl.create_default_context(cafile=sim.info["ca_path"])
+    changed = 0
+    for row in rows:
+        url = f"{sim.info['base_url']}/_sim/companies/{sim.company_id}/items/{row['externalId']}"
+        body = json.dumps({"unitPrice": 99.5 + changed}).encode()
+        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, context=context, timeout=30) as reply:
+            reply.read()
+        changed += 1
+        if changed >= count:
+            break
+    return changed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20000, help="items in the generated company")
     parser.add_argument("--page-size", type=int, default=1000, help="BC_PAGE_SIZE")
+    parser.add_argument("--profile", action="store_true", help="cProfile the first full sync and print the top functions")
     args = parser.parse_args()
 
+    from shared.app import App
+    from shared.keys import RECORD_PARTITIONS
+    from shared.settings import load_settings
+
     started = time.perf_counter()
-    # The simulator runs in its own process, as BC would: its CPU is not charged to the sync.
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "devtools.bcsim", "--bulk-items", str(args.items)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    with AzuriteServer() as azurite:
-        info = json.loads(sim.stdout.readline())  # type: ignore[union-attr]
-        company = info["company_id"]
-        print(f"generated {args.items} items in a simulator process in {time.perf_counter() - started:.1f}s")
-        os.environ.update(
-            {
-                "TABLES_CONNECTION_STRING": azurite.connection_string,
-                "TABLE_PREFIX": "bench" + uuid.uuid4().hex[:8],
-                "BC_API_BASE_URL": info["base_url"],
-                "AZURE_AUTHORITY_HOST": info["base_url"],
-                "CREDENTIALS_KEY": base64.b64encode(os.urandom(32)).decode(),
-                "SSL_CERT_FILE": info["ca_path"],
-                "REQUESTS_CA_BUNDLE": info["ca_path"],
-                "BC_PAGE_SIZE": str(args.page_size),
-                "SYNC_HTTP_BUDGET_SECONDS": "3600",
-            }
-        )
+    with simulator(args.items) as sim, AzuriteServer() as azurite:
+        print(f"generated {args.items} items in a simulator process; Azurite up in {time.perf_counter() - started:.1f}s")
+        configure(azurite, sim, BC_PAGE_SIZE=str(args.page_size))
         app = App(load_settings())
-        integration = Integration(
-            id=Integration.new_id(), userId="bench-user", name="bench", tenantId=DEMO_TENANT_ID,
-            companyId=company, clientId=DEMO_CLIENT_ID, entities=["products"],
-        )
-        integration.clientSecretEnc = app.box.encrypt(DEMO_CLIENT_SECRET, context=integration.secret_context)
-        app.integrations.upsert(integration)
-        runner = SyncRunner(app)
-        print(f"{'run':<26}{'seconds':>9}{'records/s':>11}{'created':>9}{'updated':>9}{'unchanged':>11}{'BC GETs':>9}{'peak RSS MB':>13}")
-        for label, request in (
-            ("full (empty platform)", SyncRequest(mode="full")),
-            ("full again (no change)", SyncRequest(mode="full")),
-            ("delta (no change)", SyncRequest(mode="delta")),
-        ):
-            started = time.perf_counter()
-            outcome = runner.sync(integration, request, budget_seconds=3600)
-            elapsed = time.perf_counter() - started
-            counts = outcome.types["products"].result
-            total = counts.created + counts.updated + counts.unchanged
-            gets = outcome.bc_requests
-            print(f"{label:<26}{elapsed:>9.2f}{total / elapsed:>11.0f}{counts.created:>9}{counts.updated:>9}{counts.unchanged:>11}{gets:>9}{rss_mb():>13.0f}")
-        sim.stdin.close()  # type: ignore[union-attr]
-        sim.wait(timeout=10)
-        print("ceiling for writes on this machine (design.md): ~2,800/s sync batches, ~3,600/s async x8")
+        node = azurite_table_pid(azurite)
+        integration = new_integration(app, sim.company_id, ["products"])
+        stages = StageTimes().install()
+
+        def ceiling() -> tuple[float, Meter]:
+            with metered(node) as meter:
+                rate = measure_ceiling(app, args.items, RECORD_PARTITIONS)
+            return rate, meter
+
+        print(f"write ceiling: {args.items} entities of 10 properties, transactions of 100 over {RECORD_PARTITIONS} partitions, "
+              f"{app.settings.write_concurrency} in flight through TableStore.write; measured before and after the first full sync")
+        print(f"{'phase':<28}{'seconds':>8}{'per s':>8}{'created':>9}{'updated':>9}{'unchanged':>10}{'BC GETs':>8}"
+              f"{'CPU s':>7}{'Azurite CPU ms/1k':>19}")
+
+        def row(label: str, meter: Meter, count: int, extra: str) -> None:
+            print(f"{label:<28}{meter.wall:>8.2f}{count / meter.wall:>8.0f}{extra}{meter.cpu:>7.1f}"
+                  f"{meter.azurite_cpu * 1e6 / max(1, count):>19.0f}")
+
+        blank = f"{'':>9}{'':>9}{'':>10}{'':>8}"
+        before, before_meter = ceiling()
+        row("ceiling (before)", before_meter, args.items, blank)
+        rates: dict[str, float] = {}
+        meters: dict[str, Meter] = {}
+        profile_text = ""
+        for label, mode in (("full (empty platform)", "full"), ("full again (no change)", "full"), (f"delta ({CHANGED_FOR_DELTA} changed)", "delta")):
+            if mode == "delta":
+                change_items(app, sim, CHANGED_FOR_DELTA)
+            profiler = cProfile.Profile() if args.profile and not rates else None
+            with metered(node) as meter:
+                if profiler:
+                    profiler.enable()
+                run, _ = run_once(app, integration, mode)
+                if profiler:
+                    profiler.disable()
+            spent = stages.take()
+            p = run.progress["products"]
+            total = p.created + p.updated + p.unchanged
+            rates[label] = total / meter.wall
+            meters[label] = meter
+            row(label, meter, total, f"{p.created:>9}{p.updated:>9}{p.unchanged:>10}{run.bcRequests:>8}")
+            if p.errors or run.status != "succeeded":
+                print(f"    {run.status}: {p.errors} errors {run.error or ''}")
+            other = meter.wall - sum(spent.values())
+            print(f"    sync thread: map {spent['map']:.1f}s, stored lookup {spent['lookup']:.1f}s, write {spent['write']:.1f}s, "
+                  f"other (waiting for BC, state, progress, lease) {other:.1f}s")
+            if profiler:
+                out = io.StringIO()
+                pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
+                profile_text = out.getvalue()
+            if label.startswith("full (empty"):
+                after, after_meter = ceiling()
+                row("ceiling (after)", after_meter, args.items, blank)
+        records_ceiling, meter = measure_records_ceiling(app, "Products", args.items, node)
+        row("ceiling, stored products", meter, args.items, blank)
+        first = rates["full (empty platform)"]
+        mean = (before + after) / 2
+        print(f"first full sync {first:,.0f} records/s; ceiling {before:,.0f} before, {after:,.0f} after (mean {mean:,.0f}) entities/s: "
+              f"ratio {first / mean:.2f}")
+        sync_cpu = meters["full (empty platform)"]
+        ceiling_cpu = [before_meter, after_meter]
+        per_entity = sum(m.cpu + m.azurite_cpu for m in ceiling_cpu) / (2 * args.items)
+        per_record = (sync_cpu.cpu + sync_cpu.azurite_cpu) / args.items
+        print(f"CPU per entity (this process + Azurite): ceiling {per_entity * 1000:.2f} ms, first full sync {per_record * 1000:.2f} ms: "
+              f"ratio {per_entity / per_record:.2f} (what the throughput ratio tends to when the machine is CPU-bound)")
+        print(f"the stored products rewritten raw: {records_ceiling:,.0f} entities/s, {records_ceiling / mean:.2f} of the 10-property ceiling")
+        print(f"properties per entity (PartitionKey, RowKey included): stored products {property_count(app, 'Products'):.1f}, "
+              f"ceiling entities {property_count(app, CEILING_TABLE):.1f}")
+        if profile_text:
+            print(profile_text)
 
 
 if __name__ == "__main__":

@@ -254,6 +254,8 @@ def run(serve: bool) -> None:
             heading("The monitoring page (GET /api/portal), in headless Chromium")
             print(f"  pressed Sync now and View error log; screenshot: {portal_screenshot(f'{host.base_url}/api/portal', SCREENSHOT)}")
 
+            show_delta_changes(api, iid)  # the change feed (issue 13); keep this the last step
+
             if serve:
                 heading("Serving: try it with curl (Ctrl+C stops)")
                 print(f"  open {host.base_url}/api/portal in a browser (requests without identity act as {USER})")
@@ -265,6 +267,35 @@ def run(serve: bool) -> None:
                 except KeyboardInterrupt:
                     pass
     print("\nDone: Azurite, the simulator and the host are stopped.")
+
+
+def show_delta_changes(api: "Client", iid: str, shown: int = 3) -> None:
+    """The demo's last step: the change feed read from the beginning, each record once at its
+    latest change, so the changes stamped after the delta run started are the delta's (later
+    runs of the demo, if any, changed nothing)."""
+    from shared.clock import parse_iso
+
+    heading("Change feed (GET .../changes/{dataType}): what the delta sync changed")
+    runs = api.call("GET", f"/integrations/{iid}/sync-runs", top=20)
+    delta = next(run for run in runs if run["mode"] == "delta")  # newest first
+    started = parse_iso(delta["startedAt"])
+    for data_type in ALL_TYPES:
+        changes: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"top": 1000, **({"cursor": cursor} if cursor else {})}
+            page = api.http.get(f"/integrations/{iid}/changes/{data_type}", params=params).json()
+            changes += page["data"]
+            cursor = page["cursor"]
+            if not page["hasMore"]:
+                break
+        recent = [c for c in changes if parse_iso(c["changedAt"]) >= started]
+        print(f"  {data_type:<15}{len(changes):>5} records in the feed, {len(recent)} changed by the delta sync")
+        for change in recent[:shown]:
+            record = change["record"]
+            label = record.get("name") or record.get("number") or record.get("description") or ""
+            flags = " deletedInBC" if record.get("deletedInBC") else ""
+            print(f"      {change['changedAt']}  {change['externalId']}  {label}  [{record.get('syncStatus')}{flags}]")
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError as PydanticValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError as PydanticValidationError, field_validator, model_validator
 
 from shared.bounds import check_name, check_property_size
 from shared.clock import parse_iso
@@ -133,6 +133,7 @@ class IntegrationCreate(_Checked):
     baseUrl: str | None = Field(default=None, max_length=500)
     fieldMappings: FieldMappings = Field(default_factory=dict)
     webhookUrl: str | None = Field(default=None, max_length=2000)
+    realtime: StrictBool = False  # BC webhooks (design.md §10)
 
     @model_validator(mode="after")
     def _mappings(self) -> "IntegrationCreate":
@@ -182,11 +183,12 @@ class IntegrationUpdate(_Checked):
     baseUrl: str | None = Field(default=None, max_length=500)
     fieldMappings: FieldMappings | None = None
     webhookUrl: str | None = Field(default=None, max_length=2000)
+    realtime: StrictBool | None = None
 
     @model_validator(mode="after")
     def _mappings(self) -> "IntegrationUpdate":
         _check_mappings(self.fieldMappings)
-        for required in ("name", "tenantId", "environment", "companyId", "clientId", "clientSecret", "entities", "syncIntervalMinutes", "fieldMappings"):
+        for required in ("name", "tenantId", "environment", "companyId", "clientId", "clientSecret", "entities", "syncIntervalMinutes", "fieldMappings", "realtime"):
             if required in self.model_fields_set and getattr(self, required) is None:
                 raise ValueError(f"{required} cannot be null")
         return self

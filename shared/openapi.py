@@ -8,10 +8,11 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from shared.entities import LOG_TYPES
-from shared.models import CompanyDiscovery, IntegrationCreate, IntegrationUpdate, SyncBody
+from shared.entities import ENTITY_TYPES, LOG_TYPES
+from shared.models import AuthorizeBody, CompanyDiscovery, IntegrationCreate, IntegrationUpdate, SyncBody
 
 REF = "#/components/schemas/{model}"
+PAGE_OR_JSON = {"text/html": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}}
 NULLABLE_STRING = {"type": ["string", "null"]}
 ERROR_CODES = {
     400: "invalid_json or validation_error: the message names the field and the rule",
@@ -29,6 +30,31 @@ ERROR_CODES = {
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": REF.format(model=name)}
+
+
+def _bc_notifications() -> dict[str, Any]:
+    """Business Central's webhook calls (design.md §10): anonymous, the clientState is the credential."""
+    token = {"name": "validationToken", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "BC's handshake (on create and on every renewal): answered 200 text/plain with the token"}
+    handshake = {"description": "The validation token, echoed", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    error = {"content": {"application/json": {"schema": _ref("Error")}}}
+    responses = {"200": handshake, "400": {"description": "invalid_json or a bad validationToken", **error},
+                 "405": {"description": "a GET without validationToken", **error}}
+    notification = {"type": "object", "required": ["value"], "properties": {"value": {"type": "array", "items": {
+        "type": "object", "properties": {k: {"type": "string"} for k in (
+            "subscriptionId", "clientState", "expirationDateTime", "resource", "changeType", "lastModifiedDateTime")}}}}}
+    accepted = {"description": "Taken: deltas queued, deletes flagged", "content": {"application/json": {"schema": _success(
+        {"type": "object", "properties": {"accepted": {"type": "integer"}, "outcome": {"type": "object"}}})}}}
+    post_responses = {**responses, "202": accepted,
+                      "401": {"description": "no item names a known subscription with its clientState", **error},
+                      "413": {"description": "payload_too_large: a body over 1 MiB", **error},
+                      "503": {"description": "the queue or storage is unavailable: BC retries", **error}}
+    return {
+        "get": {"operationId": "bcNotificationHandshake", "security": [], "parameters": [token], "responses": responses},
+        "post": {"operationId": "bcNotification", "security": [], "parameters": [token],
+                 "requestBody": {"required": False, "content": {"application/json": {"schema": notification}}},
+                 "responses": post_responses},
+    }
 
 
 def _success(data: dict[str, Any], *, paged: bool = False) -> dict[str, Any]:
@@ -77,6 +103,10 @@ INTEGRATION = {
         "hasClientSecret": {"type": "boolean"}, "hasWebhookSecret": {"type": "boolean"},
         "webhookSecret": {"type": "string", "description": "answered once, by the create or a PATCH that sets webhookUrl"},
         "statistics": {"type": "object"}, "syncInProgress": {"type": "boolean"},
+        "realtime": {"type": "object", "required": ["enabled", "subscriptions"], "properties": {
+            "enabled": {"type": "boolean"},
+            "subscriptions": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                "status": {"enum": ["active", "failed"]}, "expiresAt": NULLABLE_STRING, "error": {"type": ["object", "null"]}}}}}},
     },
     "not": {"anyOf": [{"required": ["clientSecret"]}, {"required": ["clientSecretEnc"]}, {"required": ["webhookSecretEnc"]}]},
 }
@@ -106,6 +136,40 @@ RUN = {
                    "progress": {"type": "object"}, "counts": {"type": "object"}, "error": {"type": ["object", "null"]},
                    "slices": {"type": ["integer", "null"]}, "bcRequests": {"type": ["integer", "null"]}},
 }
+# -- read API and change feed (design.md §13) --
+PLATFORM_RECORD = {
+    "type": "object",
+    "description": "The stored platform record: mapped fields and mapped custom fields (fieldMappings targets); sales orders "
+                   "carry `lines`. Storage internals (keys, contentHash, changeKey, ETags) are left out.",
+    "required": ["externalId", "externalSystem", "userId", "integrationId", "syncStatus", "lastSyncedAt"],
+    "properties": {
+        "externalId": {"type": "string"}, "externalSystem": {"const": "dynamics_bc"}, "userId": {"type": "string"},
+        "integrationId": {"type": "string"}, "syncStatus": {"enum": ["pending", "synced", "error", "conflict"]},
+        "syncError": {"type": "string", "description": "why syncStatus is error"},
+        "lastSyncedAt": {"type": "string"}, "sourceModifiedAt": {"type": "string"},
+        "deletedInBC": {"type": "boolean"}, "deletedAt": {"type": "string"},
+        "lines": {"type": "array", "items": {"type": "object", "required": ["externalId", "orderExternalId"],
+                                             "properties": {"externalId": {"type": "string"}, "orderExternalId": {"type": "string"}}}},
+    },
+    "not": {"anyOf": [{"required": ["PartitionKey"]}, {"required": ["RowKey"]}, {"required": ["contentHash"]}, {"required": ["changeKey"]}]},
+}
+CHANGE = {
+    "type": "object",
+    "required": ["externalId", "changedAt", "record"],
+    "properties": {"externalId": {"type": "string"},
+                   "changedAt": {"type": "string", "description": "when the change was written (the writing instance's clock)"},
+                   "record": _ref("PlatformRecord")},
+}
+DATA_TYPE = _param("dataType", "path", {"enum": list(ENTITY_TYPES)})
+CHANGES_PAGE = {
+    "type": "object",
+    "required": ["success", "data", "cursor", "hasMore"],
+    "properties": {
+        "success": {"const": True}, "data": {"type": "array", "items": _ref("Change")},
+        "cursor": {"type": "string", "description": "on every page; asked again it returns the same changes or later ones, never fewer"},
+        "hasMore": {"type": "boolean", "description": "more changes can be read now with this cursor; else poll later with it"},
+    },
+}
 ERROR = {
     "type": "object",
     "required": ["success", "error"],
@@ -119,11 +183,11 @@ ERROR = {
 def build() -> dict[str, Any]:
     """The whole document (deterministic, so the checked-in openapi.yaml can be compared)."""
     _, generated = models_json_schema(
-        [(m, "validation") for m in (IntegrationCreate, IntegrationUpdate, CompanyDiscovery, SyncBody)], ref_template=REF
+        [(m, "validation") for m in (IntegrationCreate, IntegrationUpdate, CompanyDiscovery, SyncBody, AuthorizeBody)], ref_template=REF
     )
     schemas: dict[str, Any] = dict(generated.get("$defs", {}))
     schemas.update({"Integration": INTEGRATION, "Company": COMPANY, "SyncLogEntry": LOG_ENTRY, "WebhookDelivery": DELIVERY,
-                    "SyncRun": RUN, "Error": ERROR})
+                    "SyncRun": RUN, "Error": ERROR, "PlatformRecord": PLATFORM_RECORD, "Change": CHANGE})
     integration, paged_integrations = _ref("Integration"), {"type": "array", "items": _ref("Integration")}
     counts = {"type": "object", "additionalProperties": {"type": "object", "properties": {
         "created": {"type": "integer"}, "updated": {"type": "integer"}, "errors": {"type": "integer"}}}}
@@ -183,6 +247,54 @@ def build() -> dict[str, Any]:
                                    _param("since", schema={"type": "string", "format": "date-time"}), TOP, TOKEN],
                     "responses": _responses(200, {"type": "array", "items": _ref("SyncLogEntry")}, [400, 404], paged=True)},
         },
+        "/integrations/{id}/dynamics/authorize": {
+            "parameters": [ID],
+            "post": {"operationId": "authorizeIntegration", "requestBody": _body("AuthorizeBody", required=False),
+                     "responses": _responses(200, {"type": "object", "required": ["authorizationUrl", "expiresAt"],
+                                                   "properties": {"authorizationUrl": {"type": "string"}, "expiresAt": {"type": "string"}}},
+                                             [400, 404, 413])},
+        },
+        "/oauth/callback": {
+            "get": {"operationId": "oauthCallback", "security": [],
+                    "description": "Where Entra ID sends the browser back (anonymous: the single-use state is the credential).",
+                    "parameters": [_param("code"), _param("state"), _param("error"), _param("error_description")],
+                    "responses": {
+                        "200": {"description": "the outcome as a small page (or JSON with Accept: application/json)", "content": PAGE_OR_JSON},
+                        "302": {"description": "to OAUTH_RETURN_URL?integrationId=..&result=connected|denied|error",
+                                "headers": {"Location": {"schema": {"type": "string"}}}},
+                        "400": {"description": "unknown, expired or used state: nothing changed", "content": PAGE_OR_JSON},
+                        "500": {"description": "configuration_error", "content": PAGE_OR_JSON}}},
+        },
+        "/portal/{path}": {
+            "parameters": [_param("path", "path", {"type": "string", "pattern": "^[A-Za-z0-9._-]*$"})],
+            "get": {"operationId": "portalAsset", "security": [], "description": "The monitoring page's static files.",
+                    "responses": {"200": {"description": "the file", "content": {t: {"schema": {"type": "string"}} for t in
+                                                                                ("text/html", "text/javascript", "text/css", "image/svg+xml")}},
+                                  "404": {"description": "no such file", "content": {"text/plain": {"schema": {"type": "string"}}}}}},
+        },
+        "/portal": {
+            "get": {"operationId": "portalPage", "security": [],
+                    "responses": {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}}},
+        },
+        "/integrations/{id}/records/{dataType}": {
+            "parameters": [ID, DATA_TYPE],
+            "get": {"operationId": "listRecords", "parameters": [TOP, TOKEN],
+                    "responses": _responses(200, {"type": "array", "items": _ref("PlatformRecord")}, [400, 404], paged=True)},
+        },
+        "/integrations/{id}/records/{dataType}/{externalId}": {
+            "parameters": [ID, DATA_TYPE, _param("externalId", "path", {"type": "string", "minLength": 1, "maxLength": 100,
+                                                                         "pattern": "^[A-Za-z0-9-]+$"})],
+            "get": {"operationId": "getRecord", "responses": _responses(200, _ref("PlatformRecord"), [400, 404])},
+        },
+        "/integrations/{id}/changes/{dataType}": {
+            "parameters": [ID, DATA_TYPE],
+            "get": {"operationId": "readChanges", "parameters": [TOP, _param("cursor")],
+                    "description": "Records created, updated or flagged deleted since the cursor, oldest change first; at least "
+                                   "once, each record at its latest change. No cursor = from the beginning.",
+                    "responses": {**_responses(200, {}, [400, 404]), "200": {"description": "A page of changes", "content": {
+                        "application/json": {"schema": CHANGES_PAGE}}}}},
+        },
+        "/bc/notifications": _bc_notifications(),
         "/integrations/{id}/webhook-deliveries": {
             "parameters": [ID],
             "get": {"operationId": "listWebhookDeliveries", "parameters": [TOP, TOKEN],

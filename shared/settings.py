@@ -56,6 +56,8 @@ class Settings:
     manual_syncs_per_hour: int = 60
     discoveries_per_hour: int = 30
     require_client_principal: bool = False
+    change_feed_settle_seconds: int = 120
+    public_base_url: str | None = None  # realtime (design.md §10): the function app's public root
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -179,4 +181,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         manual_syncs_per_hour=_int(env, "MANUAL_SYNCS_PER_HOUR", 60, 1, 100000),
         discoveries_per_hour=_int(env, "DISCOVERIES_PER_HOUR", 30, 1, 100000),
         require_client_principal=_bool(env, "REQUIRE_CLIENT_PRINCIPAL"),
+        change_feed_settle_seconds=_int(env, "CHANGE_FEED_SETTLE_SECONDS", 120, 0, 86400),
+        public_base_url=_public_base_url(env.get("PUBLIC_BASE_URL")),
     )
+
+
+def _public_base_url(raw: str | None) -> str | None:
+    """PUBLIC_BASE_URL: https (BC only calls https); plain http only to loopback, for tests."""
+    from urllib.parse import urlsplit
+
+    value = (raw or "").strip().rstrip("/")
+    if not value:
+        return None
+    parts = urlsplit(value)
+    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)) or parts.query or parts.fragment:
+        raise ConfigurationError("PUBLIC_BASE_URL must be the https root of the function app, e.g. https://<app>.azurewebsites.net")
+    return value

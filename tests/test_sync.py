@@ -512,3 +512,27 @@ def test_bc_requests_are_read_only_paged_selected_and_filtered(api: Api, sim: BC
     assert api.sync(integration["id"], {"mode": "delta"}).status == 200
     for read in bc_calls(sim, "vendors"):
         assert re.fullmatch(r"lastModifiedDateTime gt \d{4}-\d\d-\d\dT[\d:.]+Z", read.query["$filter"]), read.query
+
+
+def test_a_dropped_storage_connection_during_a_write_is_retried_and_loses_nothing(api: Api, sim: BCSimulator, app: App, azurite: Any, clock: Any) -> None:
+    """The aio writer sends a transaction again when its connection drops (the SDK does not)."""
+    import dataclasses
+
+    from shared.app import App as AppClass, use_app
+    from tests.faultproxy import DroppingProxy
+
+    integration = api.create_integration(sim, entities=["suppliers"])
+    proxy = DroppingProxy("127.0.0.1", azurite.port)
+    try:
+        endpoint = f"TableEndpoint=http://127.0.0.1:{azurite.port}/devstoreaccount1;"
+        proxied = app.settings.tables_connection_string.replace(endpoint, f"TableEndpoint=http://127.0.0.1:{proxy.port}/devstoreaccount1;")
+        use_app(AppClass(dataclasses.replace(app.settings, tables_connection_string=proxied), clock=clock))
+        proxy.drop = 2
+        reply = api.sync(integration["id"])
+    finally:
+        use_app(app)
+        proxy.close()
+    assert proxy.dropped == 2
+    assert reply.status == 200, reply.body
+    assert counts(reply, "suppliers") == (VENDORS, 0, 0, 0)
+    assert len(rows(app, "Suppliers")) == VENDORS

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .simulator import BCSimulator
 
 API_RE = re.compile(r"^/v2\.0/(?:(?P<tenant>[^/]+)/)?(?P<env>[^/]+)/api/v2\.0/(?P<rest>.*)$")
+SUBSCRIPTIONS_RE = re.compile(r"^subscriptions(?:\((?P<sid>[^)]*)\))?$")
 REST_RE = re.compile(r"^companies(?:\((?P<cid>[^)]*)\)(?:/(?P<set>\w+)(?:\((?P<rid>[^)]*)\))?"
                      r"(?:/(?P<sub>\w+))?)?)?(?P<count>/\$count)?$")
 OIDC_RE = re.compile(r"^/(?P<tenant>[^/]+)/v2\.0/\.well-known/openid-configuration$")
@@ -124,7 +125,7 @@ class Handler(BaseHTTPRequestHandler):
         if m := KEYS_RE.match(path):
             return self._json(200, self.sim.directory.grants.jwks())
         if m := API_RE.match(path):
-            return self._api(m, pairs, headers)
+            return self._api(m, pairs, headers, body)
         raise ODataError(404, "BadRequest_NotFound", "No HTTP resource was found that matches the request URI "
                          f"'{self.sim.base_url}{path}'.")
 
@@ -156,7 +157,7 @@ class Handler(BaseHTTPRequestHandler):
             "request_uri_parameter_supported": False, "tenant_region_scope": "EU",
             "cloud_instance_name": "microsoftonline.com", "msgraph_host": "graph.microsoft.com"})
 
-    def _api(self, m: re.Match[str], pairs: list[tuple[str, str]], headers: dict[str, str]) -> None:
+    def _api(self, m: re.Match[str], pairs: list[tuple[str, str]], headers: dict[str, str], body: bytes = b"") -> None:
         sim = self.sim
         tok = sim.directory.check(headers.get("authorization"))
         tenant = sim.directory.resolve(m["tenant"] or (tok.tenant_id if tok else ""))
@@ -168,6 +169,8 @@ class Handler(BaseHTTPRequestHandler):
         t = sim.directory.tenant(tenant)
         if t is None or m["env"].lower() not in t.environments:
             return self._send(404, NO_ENVIRONMENT, "application/xml")
+        if s := SUBSCRIPTIONS_RE.match(m["rest"]):
+            return self._subscriptions(tenant, m["env"].lower(), s["sid"], headers, body)
         if self.command != "GET":
             raise ODataError(405, "BadRequest_MethodNotAllowed",
                              f"'{self.command}' requests are not supported by the simulator (read-only BC).")
@@ -242,6 +245,30 @@ class Handler(BaseHTTPRequestHandler):
             qs = "".join(f"{quote(k, safe='$')}={quote(v, safe='')}&" for k, v in keep)
             body["@odata.nextLink"] = f"{self.sim.base_url}{self.raw_path}?{qs}aid=FIN&$skiptoken={page[-1]['id']}"
         return 200, body, ODATA_JSON, extra
+
+    def _subscriptions(self, tenant: str, env: str, sid: str | None, headers: dict[str, str], body: bytes) -> None:
+        """BC's webhook subscriptions (see webhooks.py); the handshake runs outside the data lock."""
+        hub, method = self.sim.webhooks, self.command
+        ctx = {"@odata.context": f"{self.sim.base_url}/v2.0/{tenant}/{env}/api/v2.0/$metadata#subscriptions"}
+        try:
+            data = json.loads(body) if body.strip() else {}
+        except ValueError:
+            raise ODataError(400, "BadRequest", "The request body is not valid JSON.") from None
+        if sid is None and method == "GET":
+            return self._json(200, {**ctx, "value": [s.to_api() for s in hub.list(tenant, env)]}, ODATA_JSON)
+        if sid is None and method == "POST":
+            sub = hub.create(tenant, env, data)
+            return self._json(201, {**ctx, **sub.to_api()}, ODATA_JSON, {"ETag": sub.etag})
+        if sid is not None and method == "GET":
+            sub = hub.get(tenant, env, sid)
+            return self._json(200, {**ctx, **sub.to_api()}, ODATA_JSON, {"ETag": sub.etag})
+        if sid is not None and method == "PATCH":
+            sub = hub.renew(tenant, env, sid, headers.get("if-match"), data)
+            return self._json(200, {**ctx, **sub.to_api()}, ODATA_JSON, {"ETag": sub.etag})
+        if sid is not None and method == "DELETE":
+            hub.delete(tenant, env, sid, headers.get("if-match"))
+            return self._send(204, b"", "text/plain")
+        raise ODataError(405, "BadRequest_MethodNotAllowed", f"'{method}' is not allowed on subscriptions.")
 
     # ---- control API (no auth, dev only) ---------------------------------------------------
     def _control(self, path: str, body: bytes) -> None:

@@ -16,6 +16,7 @@ from .faults import FaultPlan
 from .odata import ODataError
 from .seed import SEED_BASE, fmt_dt
 from .server import QuietServer, make_server
+from .webhooks import WebhookHub
 from .store import DEMO_SIZES, SMALL_SIZES, TEMPLATES, CompanyStore, EntitySet
 
 DEMO_TENANT_ID = "7b0f3c1e-4d2a-4f6b-9c8e-2a1d5e6f7a80"
@@ -59,6 +60,7 @@ class BCSimulator:
         self._server: QuietServer | None = None
         self._thread: threading.Thread | None = None
         self._certs: Certs | None = None
+        self.webhooks = WebhookHub(self)
         self.register_app(DEMO_TENANT_ID, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
         self.directory.domains[DEMO_TENANT_DOMAIN] = DEMO_TENANT_ID
         self.directory.grants.add_user(DEMO_TENANT_ID, DEMO_USER, "Cronus Admin")
@@ -79,6 +81,7 @@ class BCSimulator:
         return self
 
     def stop(self) -> None:
+        self.webhooks.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -190,6 +193,7 @@ class BCSimulator:
                 "displayName": display_name or name, "businessProfileId": "", "systemCreatedAt": created,
                 "systemCreatedBy": admin, "systemModifiedAt": created, "systemModifiedBy": admin})
             store = self._stores[cid] = CompanyStore(cid, tenant, self.seed, self._lock, lambda: self.now)
+            store.on_change = lambda entity_set, rid, change, cid=cid: self.webhooks.changed(cid, entity_set, rid, change)
             for entity_set in ("vendors", "customers", "items", "salesOrders", "generalLedgerEntries"):
                 store.bulk(entity_set, (SMALL_SIZES if sizes is None else sizes).get(entity_set, 0))
         return cid

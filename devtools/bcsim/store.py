@@ -147,6 +147,8 @@ class CompanyStore:
         self.lines_by_order: dict[str, set[str]] = {}
         self.extensions: dict[str, dict[str, Any]] = {}
         self._version = 0  # feeds etags so every write gets a fresh one
+        #: (entity_set, record id, changeType) -> None: the webhook hub listens here
+        self.on_change: Callable[[str, str, str], None] | None = None
 
     # ---- helpers -------------------------------------------------------------------------
     def _set(self, entity_set: str) -> EntitySet:
@@ -167,8 +169,13 @@ class CompanyStore:
             self.lines_by_order.setdefault(rec["documentId"], set()).add(rec["id"])
         return rec
 
+    def _changed(self, entity_set: str, record_id: str, change_type: str) -> None:
+        if self.on_change is not None:
+            self.on_change(entity_set, record_id, change_type)
+
     def _touch(self, entity_set: str, rec: dict[str, Any], when: datetime | str | None, fields: Any) -> None:
         """Stamp lastModifiedDateTime, give a new etag, drop sort orders the change may affect."""
+        self._changed(entity_set, rec["id"], "updated")
         if "lastModifiedDateTime" in rec:
             rec["lastModifiedDateTime"] = self._stamp(when)
         self._version += 1
@@ -252,6 +259,7 @@ class CompanyStore:
                 rec["lastModifiedDateTime"] = self._stamp(None)
             rec.update(fields)
             rec = self._store(entity_set, rec)
+            self._changed(entity_set, rec["id"], "created")
             if entity_set == "items" and float(rec.get("inventory") or 0) > 0:
                 self._store("itemLedgerEntries", self.factory.item_ledger_entry(
                     rec, float(rec["inventory"]), rec["lastModifiedDateTime"]))
@@ -276,6 +284,7 @@ class CompanyStore:
                 line = self.sets["salesOrderLines"].rows[record_id]
                 return self.remove_order_line(line["documentId"], record_id)
             self._set(entity_set).remove(record_id)
+            self._changed(entity_set, record_id, "deleted")
             for lid in self.lines_by_order.pop(record_id, set()) if entity_set == "salesOrders" else ():
                 self.sets["salesOrderLines"].remove(lid)
 

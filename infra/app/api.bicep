@@ -135,6 +135,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     OAUTH_RETURN_URL: '${publicBaseUrl}/api/portal'
     MAX_INTEGRATIONS_PER_USER: '50'
     MANUAL_SYNCS_PER_HOUR: '60'
+    DISCOVERIES_PER_HOUR: '30'
+    REQUIRE_CLIENT_PRINCIPAL: 'false'
+    CHANGE_FEED_SETTLE_SECONDS: '120'
   }
 }
 

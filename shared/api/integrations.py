@@ -15,6 +15,7 @@ from shared.entities import ENTITY_TYPES
 from shared.errors import ConflictError, NotFound, QuotaExceeded, ValidationError
 from shared.http import Request, ok
 from shared.models import DelegatedIntegrationCreate, IntegrationCreate, IntegrationUpdate, validate
+from shared.realtime import subscriptions as realtime
 from shared.storage.integrations import Integration
 from shared.storage.state import TypeState
 
@@ -85,6 +86,7 @@ def require_company(integration: Integration) -> None:
 
 def view(app: App, integration: Integration, *, details: bool = False) -> dict[str, Any]:
     data = integration.to_api()
+    data["realtime"] = realtime.view(app, integration)
     if details:
         data["statistics"] = app.stats.summary(integration.id, app.clock.now())
         data["syncInProgress"] = integration.activeRunId is not None
@@ -142,6 +144,7 @@ def create(request: Request) -> func.HttpResponse:
         baseUrl=body.baseUrl,
         fieldMappings={k: [m.model_dump() for m in v] for k, v in body.fieldMappings.items()},
         webhookUrl=body.webhookUrl,
+        realtime=body.realtime,
         nextSyncAt=now,
         createdAt=now,
         updatedAt=now,
@@ -151,6 +154,8 @@ def create(request: Request) -> func.HttpResponse:
         integration.clientSecretEnc = _seal(app, integration, body.clientSecret)
     webhook_secret = _new_webhook_secret(app, integration) if integration.webhookUrl else None
     app.integrations.upsert(integration)
+    if integration.realtime:
+        realtime.apply(app, integration)  # BC's handshake reaches PUBLIC_BASE_URL meanwhile
     data = view(app, integration)
     if webhook_secret:
         data["webhookSecret"] = webhook_secret  # shown once, never again
@@ -242,6 +247,8 @@ def update(request: Request) -> func.HttpResponse:
         for key in ENTITY_TYPES:
             for state_key in (key, f"{key}.stock", f"{key}.since", f"{key}.reconcile"):
                 app.states.save(updated.id, state_key, TypeState(), version=updated.configVersion)
+    if current.realtime or updated.realtime:
+        realtime.apply(app, updated, previous=current)
     data = view(app, updated, details=True)
     if webhook_secret:
         data["webhookSecret"] = webhook_secret[-1]
@@ -264,6 +271,7 @@ def delete(request: Request) -> func.HttpResponse:
             ).forget()
         except Exception:  # noqa: BLE001 - nothing to forget is fine
             pass
+    realtime.remove_all(app, current)  # while the credentials still exist
 
     if current.authMode == "delegated":
         app.token_caches.delete(current.userId, current.id)  # the refresh token is erased

@@ -48,8 +48,13 @@ def finish_run(app: App, run: Run, integration: Integration | None, *, fatal: Se
         return run
     for key in run.entities:
         _log(app, run, key, run.progress[key], now)
-    updated = _update_integration(app, run, failed=failed, failure=fatal or _first_error(run), now=now)
+    follow_up: list[str] = []  # realtime (issue 11): types notified while this run was past them
+    updated = _update_integration(app, run, failed=failed, failure=fatal or _first_error(run), now=now, follow_up=follow_up)
     _telemetry(run, now)
+    if follow_up and updated is not None:
+        from shared.realtime.trigger import start_follow_up
+
+        start_follow_up(app, updated, follow_up)
     records = {k: p.created + p.updated for k, p in run.progress.items()}
     try:
         app.stats.record(run.integrationId, now, failed=failed, records=records)
@@ -69,7 +74,9 @@ def _first_error(run: Run) -> ServiceError | None:
     return None
 
 
-def _update_integration(app: App, run: Run, *, failed: bool, failure: ServiceError | None, now: Any) -> Integration | None:
+def _update_integration(
+    app: App, run: Run, *, failed: bool, failure: ServiceError | None, now: Any, follow_up: list[str] | None = None
+) -> Integration | None:
     summary = {
         "runId": run.runId,
         "trigger": run.trigger,
@@ -85,6 +92,9 @@ def _update_integration(app: App, run: Run, *, failed: bool, failure: ServiceErr
     def change(current: Integration) -> None:
         if current.activeRunId == run.runId:
             current.activeRunId = None
+            if follow_up is not None:  # taken in the same write that releases the claim
+                follow_up[:] = current.realtimeFollowUp or []
+                current.realtimeFollowUp = None
         current.lastRun = summary
         if run.mode == "reconcile":
             current.lastReconcileAt = to_iso(now)  # the timer's next reconcile counts from here

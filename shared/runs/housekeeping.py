@@ -32,6 +32,12 @@ def housekeeping(app: App) -> dict[str, Any]:
         summary["keysReencrypted"] = reencrypt_integrations(app, limit=200).to_dict()
     except Exception:  # noqa: BLE001
         log.exception("housekeeping: key re-encryption failed")
+    try:  # realtime (issue 11): renew BC subscriptions expiring within 24 h, bounded per tick
+        from shared.realtime.subscriptions import renew_due
+
+        summary["subscriptions"] = renew_due(app)
+    except Exception:  # noqa: BLE001
+        log.exception("housekeeping: subscription renewal failed")
     return summary
 
 

@@ -15,7 +15,7 @@ from shared.storage.schedule import ScheduleIndex, schedule_key
 from shared.storage.tables import TableStore
 
 TABLE = "Integrations"
-_JSON_FIELDS = ("entities", "fieldMappings", "lastError", "lastRun")
+_JSON_FIELDS = ("entities", "fieldMappings", "lastError", "lastRun", "realtimeFollowUp")
 
 
 @dataclass
@@ -48,6 +48,8 @@ class Integration:
     authorizedAt: str | None = None  # delegated: when the person last completed the sign-in
     authorizedUser: str | None = None  # delegated: who signed in (their user name)
     oauthFlow: str | None = None  # delegated: hash of the state of the one sign-in that may complete
+    realtime: bool = False  # BC webhooks on (design.md §10); subscriptions live in shared/storage/subscriptions.py
+    realtimeFollowUp: list[str] | None = None  # types notified while a run was past them: the next delta's
 
     @staticmethod
     def new_id() -> str:
@@ -61,8 +63,9 @@ class Integration:
     def to_api(self) -> dict[str, Any]:
         """What callers see: never a secret or a token, only whether one is set."""
         data = asdict(self)
-        for private in ("clientSecretEnc", "webhookSecretEnc", "userId", "lastRun", "oauthFlow"):
+        for private in ("clientSecretEnc", "webhookSecretEnc", "userId", "lastRun", "oauthFlow", "realtimeFollowUp"):
             data.pop(private)
+        data["realtime"] = {"enabled": self.realtime, "subscriptions": {}}  # the API view fills in the subscriptions
         data["hasClientSecret"] = self.clientSecretEnc is not None
         data["hasWebhookSecret"] = self.webhookSecretEnc is not None
         data["lastRun"] = self.lastRun

@@ -13,7 +13,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError
 from azure.data.tables.aio import TableServiceClient as AsyncTableServiceClient
 
@@ -22,7 +22,13 @@ from shared.errors import ValidationError
 log = logging.getLogger(__name__)
 
 MAX_TRANSACTION = 100  # Table Storage: at most 100 operations, one PartitionKey
+TRANSPORT_RETRIES = 3  # a transaction whose connection dropped is sent again (the SDK does not)
 Entity = dict[str, Any]
+Operation = tuple[str, Entity]
+#: Called with the operations of each transaction just before it is sent (a replay of one
+#: entity included); may annotate them and return one more operation on the same partition
+#: that then commits in the same transaction (the change feed's rows, shared/storage/changes.py).
+Attach = Callable[[list[Operation]], Operation | None]
 
 
 class WriteFailure(Exception):
@@ -106,18 +112,20 @@ class TableStore:
         """Run `fn` over items on a bounded thread pool (point reads), keeping order."""
         return list(self._pool.map(fn, items))
 
-    def write(self, table: str, operations: list[tuple[str, Entity]]) -> list[WriteFailure]:
+    def write(self, table: str, operations: list[tuple[str, Entity]], *, attach: Attach | None = None) -> list[WriteFailure]:
         """Apply ("upsert"|"merge"|"delete", entity) operations in <=100-op transactions per
         partition, `write_concurrency` in flight. A refused transaction is replayed entity by
-        entity, so one bad entity fails alone; the failures are returned, never raised."""
+        entity, so one bad entity fails alone; the failures are returned, never raised.
+        `attach` adds one operation to every transaction (see Attach)."""
         if not operations:
             return []
         self.table(table)  # created if missing
         by_partition: dict[str, list[tuple[str, Entity]]] = defaultdict(list)
         for op in operations:
             by_partition[op[1]["PartitionKey"]].append(op)
-        chunks = [ops[i : i + MAX_TRANSACTION] for ops in by_partition.values() for i in range(0, len(ops), MAX_TRANSACTION)]
-        return _writer().write(self._target, self._async_factory, f"{self._prefix}{table}", chunks, self._concurrency)
+        size = MAX_TRANSACTION - (1 if attach else 0)
+        chunks = [ops[i : i + size] for ops in by_partition.values() for i in range(0, len(ops), size)]
+        return _writer().write(self._target, self._async_factory, f"{self._prefix}{table}", chunks, self._concurrency, attach)
 
     def query(
         self,
@@ -161,15 +169,15 @@ class _AsyncWriter:
         atexit.register(self.close)
 
     def write(
-        self, target: str, factory: Callable[[], AsyncTableServiceClient], table: str, chunks: list[list[tuple[str, Entity]]], concurrency: int
+        self, target: str, factory: Callable[[], AsyncTableServiceClient], table: str, chunks: list[list[tuple[str, Entity]]], concurrency: int, attach: Attach | None = None
     ) -> list[WriteFailure]:
         """`target` names the storage (connection string or account URL); `factory` makes its
         aio client the first time, on this loop."""
-        future = asyncio.run_coroutine_threadsafe(self._write(target, factory, table, chunks, concurrency), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._write(target, factory, table, chunks, concurrency, attach), self._loop)
         return future.result()
 
     async def _write(
-        self, target: str, factory: Callable[[], AsyncTableServiceClient], table: str, chunks: list[list[tuple[str, Entity]]], concurrency: int
+        self, target: str, factory: Callable[[], AsyncTableServiceClient], table: str, chunks: list[list[tuple[str, Entity]]], concurrency: int, attach: Attach | None = None
     ) -> list[WriteFailure]:
         service = self._services.get(target)
         if service is None:
@@ -177,10 +185,24 @@ class _AsyncWriter:
         client = service.get_table_client(table)
         slots = asyncio.Semaphore(concurrency)
 
+        async def send(operations: list[tuple[Any, ...]]) -> None:
+            """One transaction; a dropped connection is retried (every operation is idempotent)."""
+            for attempt in range(TRANSPORT_RETRIES + 1):
+                try:
+                    await client.submit_transaction(operations)
+                    return
+                except (ServiceRequestError, ServiceResponseError) as error:
+                    if attempt == TRANSPORT_RETRIES:
+                        raise HttpResponseError(f"storage unreachable: {error}") from error
+                    await asyncio.sleep(0.2 * 2**attempt)
+        def transaction(ops: list[tuple[str, Entity]]) -> list[tuple[Any, ...]]:
+            extra = attach(ops) if attach else None
+            return [_operation(*op) for op in ops] + ([_operation(*extra)] if extra else [])
+
         async def submit(chunk: list[tuple[str, Entity]]) -> list[WriteFailure]:
             async with slots:
                 try:
-                    await client.submit_transaction([_operation(*op) for op in chunk])
+                    await send(transaction(chunk))
                     return []
                 except (TableTransactionError, HttpResponseError) as error:
                     if len(chunk) == 1:
@@ -189,7 +211,7 @@ class _AsyncWriter:
                 failures = []
                 for op in chunk:
                     try:
-                        await client.submit_transaction([_operation(*op)])
+                        await send(transaction([op]))
                     except (TableTransactionError, HttpResponseError) as error:
                         failures.append(WriteFailure(op[1], error))
                 return failures

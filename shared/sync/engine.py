@@ -22,6 +22,7 @@ from shared.entities import EntityType
 from shared.errors import BCError, RecordError
 from shared.keys import child_row_key, children_range, record_partition, record_row_key
 from shared.mapping import PlatformRecord, check_table_limits, map_record
+from shared.storage.changes import tracked  # change feed (issue 13): writes carry change rows
 from shared.storage.records import Existing, RecordWriter, StoredLookup
 from shared.storage.state import Checkpoint, SyncStateRepository, TypeState
 from shared.storage.tables import TableStore
@@ -237,7 +238,7 @@ class TypeSync:
                 newest = stamp
 
         existing = lookup.lookup([r.row_key for r in mapped] + [_safe_key(raw) for raw, _ in failed if _safe_key(raw)])
-        parents = RecordWriter(self.store, self.entity.table)
+        parents = RecordWriter(tracked(self.store, self.clock), self.entity.table)  # change feed (issue 13)
         children = RecordWriter(self.store, self.entity.child.table) if self.entity.child else None
         outcome: dict[str, tuple[PlatformRecord, str]] = {}
 
@@ -268,7 +269,7 @@ class TypeSync:
                 continue
             setattr(self.result, kind, getattr(self.result, kind) + 1)
 
-        marks = RecordWriter(self.store, self.entity.table)
+        marks = RecordWriter(tracked(self.store, self.clock), self.entity.table)  # change feed (issue 13)
         for raw, error in failed:
             self.result.fail(raw.get("id"), error.message, error.data or _summary(raw))
             key = _safe_key(raw)

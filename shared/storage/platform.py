@@ -1,0 +1,128 @@
+"""The read side of the platform records (design.md §13): pages over an integration's
+partitions, single records, sales orders with their lines, and the view callers get (storage
+internals left out)."""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import EntityProperty
+
+from shared.clock import to_iso
+from shared.entities import EntityType
+from shared.keys import children_range, record_partition, record_partitions
+from shared.storage.changes import RECORDS_END
+from shared.storage.tables import TableStore
+
+#: Bookkeeping of the store, never shown (syncError stays: it explains syncStatus "error").
+INTERNAL = frozenset({"PartitionKey", "RowKey", "Timestamp", "contentHash", "changeKey", "lineIds"})
+
+
+def view(entity: dict[str, Any]) -> dict[str, Any]:
+    """A stored entity as callers see it: JSON values, no keys, hashes, ETags or odata metadata."""
+    return {name: _json_value(value) for name, value in entity.items() if name not in INTERNAL and not name.startswith("odata.")}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, EntityProperty):
+        value = value.value
+    if isinstance(value, datetime):
+        return to_iso(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return value
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    view: dict[str, Any]
+    change_key: str | None  # the change row that last wrote it (shared/storage/changes.py)
+
+
+@dataclass(frozen=True)
+class ListPosition:
+    """Where a listing stands: the partition (by index) and Azure's continuation inside it."""
+
+    partition: int = 0
+    token: dict[str, Any] | None = None
+
+
+class PlatformRecords:
+    """One integration's stored records of one data type."""
+
+    def __init__(self, store: TableStore, integration_id: str, entity: EntityType) -> None:
+        self._store = store
+        self._integration_id = integration_id
+        self.entity = entity
+        self.partitions = record_partitions(integration_id)
+
+    def page(self, top: int, position: ListPosition) -> tuple[list[dict[str, Any]], ListPosition | None]:
+        """Up to `top` records walking the partitions in order, and where the next page starts."""
+        client = self._store.table(self.entity.table)
+        rows: list[dict[str, Any]] = []
+        index, token = position.partition, position.token
+        while index < len(self.partitions) and len(rows) < top:
+            pages = client.query_entities(
+                "PartitionKey eq @pk and RowKey lt @end",
+                parameters={"pk": self.partitions[index], "end": RECORDS_END},
+                results_per_page=top - len(rows),
+            ).by_page(continuation_token=token)
+            rows.extend(next(pages, []))
+            token = pages.continuation_token
+            if not token:
+                index, token = index + 1, None
+        following = ListPosition(index, token) if index < len(self.partitions) else None
+        return self.with_lines(rows), following
+
+    def get(self, row_key: str) -> StoredRecord | None:
+        return self.fetch([row_key]).get(row_key)
+
+    def fetch(self, row_keys: list[str]) -> dict[str, StoredRecord]:
+        """Point reads in parallel (records of one change batch), views with lines; missing
+        keys are simply absent."""
+        client = self._store.table(self.entity.table)
+
+        def read(key: str) -> dict[str, Any] | None:
+            try:
+                return client.get_entity(record_partition(self._integration_id, key), key)
+            except ResourceNotFoundError:
+                return None
+
+        keys = list(dict.fromkeys(row_keys))
+        rows = [row for row in self._store.map(read, keys) if row is not None]
+        return {
+            str(row["RowKey"]): StoredRecord(view_row, row.get("changeKey"))
+            for row, view_row in zip(rows, self.with_lines(rows))
+        }
+
+    def with_lines(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Views of `rows`; a sales order carries its `lines` (one range query per order, in
+        parallel), ordered by their sequence."""
+        views = [view(row) for row in rows]
+        child = self.entity.child
+        if child is None or not rows:
+            return views
+        lines_table = self._store.table(child.table)
+
+        def lines(row: dict[str, Any]) -> list[dict[str, Any]]:
+            low, high = children_range(str(row["RowKey"]))
+            found = lines_table.query_entities(
+                "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                parameters={"pk": row["PartitionKey"], "low": low, "high": high},
+            )
+            ordered = sorted(found, key=lambda line: (_sequence(line), str(line["RowKey"])))
+            return [view(line) for line in ordered]
+
+        for record, record_lines in zip(views, self._store.map(lines, rows)):
+            record["lines"] = record_lines
+        return views
+
+
+def _sequence(line: dict[str, Any]) -> int:
+    value = line.get("sequence")
+    if isinstance(value, EntityProperty):
+        value = value.value
+    return value if isinstance(value, int) else 0
