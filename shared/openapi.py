@@ -100,6 +100,8 @@ INTEGRATION = {
         "status": {"enum": ["never_synced", "connected", "auth_expired", "error", "disconnected", "authorization_required"]},
         "lastSyncedAt": NULLABLE_STRING, "lastError": {"type": ["object", "null"]}, "lastRun": {"type": ["object", "null"]},
         "nextSyncAt": NULLABLE_STRING, "createdAt": NULLABLE_STRING, "updatedAt": NULLABLE_STRING,
+        "configVersion": {"type": "integer", "description": "bumped when the integration points elsewhere; runs of an older version stop"},
+        "lastReconcileAt": NULLABLE_STRING,
         "hasClientSecret": {"type": "boolean"}, "hasWebhookSecret": {"type": "boolean"},
         "webhookSecret": {"type": "string", "description": "answered once, by the create or a PATCH that sets webhookUrl"},
         "statistics": {"type": "object"}, "syncInProgress": {"type": "boolean"},
