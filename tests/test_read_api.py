@@ -332,3 +332,27 @@ def test_the_scanner_pages_through_many_change_rows_of_a_partition_in_order(app:
         positions[candidate.partition] = Position(candidate.row_key, candidate.index + 1)
     rest = scanner.scan(partitions, positions, 100)
     assert [c.record_key for c in rest.candidates] == [f"r{i:02d}" for i in range(40, 45)] and not rest.more
+
+
+def test_a_record_flagged_deleted_in_bc_appears_in_the_change_feed_with_its_flag(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
+    """flag_deleted (BC's `deleted` notifications) writes each flag with its change row."""
+    from shared.storage.deletions import flag_deleted
+
+    integration = api.create_integration(sim, entities=["suppliers"])
+    assert api.sync(integration["id"]).status == 200
+    gone = sim.company().records("vendors")[4]["id"]
+    clock.advance(300)
+    assert flag_deleted(app, integration["id"], "suppliers", [gone, "never-synced-id"], clock.now()) == 1
+    changes: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(20):
+        params = {"top": 1000, **({"cursor": cursor} if cursor else {})}
+        page = api.get(f"integrations/{integration['id']}/changes/suppliers", params=params).body
+        changes.extend(page["data"])
+        cursor = page["cursor"]
+        if not page["hasMore"]:
+            break
+    flagged = [c for c in changes if c["externalId"] == gone]
+    assert flagged and flagged[-1]["record"]["deletedInBC"] is True and flagged[-1]["record"]["deletedAt"]
+    assert all(c["externalId"] != "never-synced-id" for c in changes)
+    assert api.get(f"integrations/{integration['id']}/records/suppliers/never-synced-id").status == 404

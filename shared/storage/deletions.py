@@ -7,34 +7,27 @@ import logging
 from datetime import datetime
 from typing import Iterable
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceNotFoundError
-
 from shared.clock import to_iso
 from shared.entities import ENTITY_TYPES
 from shared.keys import record_partition, record_row_key
 from shared.app import App
 from shared.errors import RecordError
+from shared.storage.changes import tracked
 
 log = logging.getLogger(__name__)
 
 
 def flag_deleted(app: App, integration_id: str, data_type: str, external_ids: Iterable[str], at: datetime) -> int:
     """Flag the stored records of these BC ids; ids never stored are skipped (nothing is
-    created). Returns how many records were flagged."""
-    table = app.store.table(ENTITY_TYPES[data_type].table)
+    created: the merge only updates). Each flag goes with its change row in one transaction, so
+    the change feed reports it. Returns how many records were flagged."""
     when = to_iso(at)
-
-    def flag(external_id: str) -> int:
+    ops: list[tuple[str, dict[str, object]]] = []
+    for external_id in dict.fromkeys(external_ids):
         try:
             row_key = record_row_key(external_id)
         except RecordError:
-            return 0
-        entity = {"PartitionKey": record_partition(integration_id, row_key), "RowKey": row_key, "deletedInBC": True, "deletedAt": when}
-        try:  # merge, only if it exists (an upsert would create a record BC never gave us)
-            table.update_entity(entity, mode="merge", match_condition=MatchConditions.Unconditionally)
-        except ResourceNotFoundError:
-            return 0
-        return 1
-
-    return sum(app.store.map(flag, list(dict.fromkeys(external_ids))))
+            continue
+        ops.append(("update", {"PartitionKey": record_partition(integration_id, row_key), "RowKey": row_key, "deletedInBC": True, "deletedAt": when}))
+    failures = tracked(app.store, app.clock).write(ENTITY_TYPES[data_type].table, ops)
+    return len(ops) - len(failures)

@@ -248,6 +248,8 @@ def _operation(op: str, entity: Entity) -> tuple[Any, ...]:
         return ("upsert", entity, {"mode": "replace"})
     if op == "merge":
         return ("upsert", entity, {"mode": "merge"})
+    if op == "update":  # merge into an existing entity only (a missing one fails, nothing is created)
+        return ("update", entity, {"mode": "merge"})
     if op == "delete":
         return ("delete", entity)
     raise ValueError(f"unknown table operation {op!r}")
