@@ -488,3 +488,23 @@ def test_reconcile_sweeps_batches_of_pages_exactly(api: Api, app: App, sim: BCSi
     reply = api.sync(created["id"], {"mode": "reconcile"})
     assert reply.data["products"]["deleted"] == len(gone)
     assert _flagged(_rows(app, "Products", created["id"])) == gone
+
+
+def test_reconcile_flags_reach_the_change_feed_and_change_rows_are_never_flagged(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
+    """A reconcile's flags are written with their change rows (the feed reports them); the feed's
+    own rows in the records table are skipped by the sweep."""
+    from shared.storage.changes import is_change_row
+    from tests.test_read_api import SETTLED, read_feed
+
+    created = api.create_integration(sim, entities=["suppliers"])
+    assert api.sync(created["id"]).status == 200
+    clock.advance(SETTLED)
+    _, cursor = read_feed(api, created["id"], "suppliers")
+    gone = sim.company().records("vendors")[9]["id"]
+    sim.company().delete("vendors", gone)
+    assert api.sync(created["id"], {"mode": "reconcile"}).data["suppliers"]["deleted"] == 1
+    clock.advance(SETTLED)
+    changes, _ = read_feed(api, created["id"], "suppliers", cursor)
+    assert [(c["externalId"], c["record"]["deletedInBC"]) for c in changes] == [(gone, True)]
+    change_rows = [e for e in app.store.query("Suppliers", "PartitionKey ne @none", parameters={"none": ""}) if is_change_row(e["RowKey"])]
+    assert change_rows and not any(e.get("deletedInBC") for e in change_rows)

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 
 from shared.bc.client import BCClient
 from shared.clock import Clock, to_iso
 from shared.entities import EntityType
 from shared.errors import BCError, RecordError
 from shared.keys import record_partitions, record_row_key
+from shared.storage.changes import RECORDS_END, is_change_row, tracked
 from shared.storage.records import RecordWriter
 from shared.storage.state import Checkpoint, TypeState
 from shared.storage.tables import TableStore
@@ -143,8 +143,11 @@ class ReconcilePass:
         if high is not None:
             clauses.append("RowKey le @high")
             parameters["high"] = high
+        else:  # to the end of the records: the change feed's rows sort after them
+            clauses.append("RowKey lt @end")
+            parameters["end"] = RECORDS_END
         rows = self.store.query(self.entity.table, " and ".join(clauses), parameters=parameters, select=["RowKey", "externalId", "deletedInBC"])
-        writer = RecordWriter(self.store, self.entity.table)
+        writer = RecordWriter(tracked(self.store, self.clock), self.entity.table)  # flags reach the change feed
         flagged, restored, pending = 0, 0, 0
         failures: list[tuple[str, str]] = []
 
@@ -156,7 +159,7 @@ class ReconcilePass:
 
         for row in rows:
             key = row["RowKey"]
-            if "|" in key:
+            if "|" in key or is_change_row(key):
                 continue  # a child row, should one ever share the table: it goes with its parent
             if key in present:
                 if row.get("deletedInBC"):
@@ -174,11 +177,10 @@ class ReconcilePass:
 
     def _restore(self, partition: str, key: str) -> int:
         """Remove the flag (a replace without it, guarded by the ETag; rare, so a point read)."""
-        client = self.store.table(self.entity.table)
         try:
-            entity = client.get_entity(partition, key)
-            fresh = {k: v for k, v in entity.items() if k not in ("deletedInBC", "deletedAt")}
-            client.update_entity(fresh, mode="replace", etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified)
-            return 1
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return 0  # changed meanwhile (a sync rewrote it, which clears the flag too)
+            entity = self.store.table(self.entity.table).get_entity(partition, key)
+        except ResourceNotFoundError:
+            return 0
+        fresh = {k: v for k, v in entity.items() if k not in ("deletedInBC", "deletedAt", "changeKey")}
+        # Replaced whole (the run holds the integration's lease), with its change row.
+        return 0 if tracked(self.store, self.clock).write(self.entity.table, [("upsert", fresh)]) else 1
