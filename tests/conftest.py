@@ -71,6 +71,17 @@ def api(app: App) -> Api:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_token_clients() -> Iterator[None]:
+    """Each test has its own simulator (its own CA, maybe a port an earlier one used): the
+    process-wide msal clients of earlier tests must not be offered to it."""
+    from shared.bc.auth import TokenProvider
+
+    TokenProvider._apps.clear()
+    yield
+    TokenProvider._apps.clear()
+
+
+@pytest.fixture(autouse=True)
 def _quiet_libraries() -> None:
     for name in ("azure", "msal", "urllib3", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
