@@ -41,6 +41,7 @@ param bcAllowedHosts string = ''
 @description('Paths App Service Authentication lets through without sign-in (the browser returning from Entra ID; BC webhook notifications).')
 param authExcludedPaths array = [
   '/api/oauth/callback'
+  '/api/bc/notifications'
 ]
 
 param resourceGroupName string = ''
