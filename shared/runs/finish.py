@@ -136,14 +136,7 @@ def _log(app: App, run: Run, key: str, progress: TypeProgress, now: Any) -> None
         metadata["errorsOmitted"] = progress.errors - len(progress.errorRecords)
     if run.modifiedSince:
         metadata["modifiedSince"] = run.modifiedSince
-    if progress.linesWritten or progress.linesDeleted:
-        metadata.update(linesWritten=progress.linesWritten, linesDeleted=progress.linesDeleted)
-    if progress.stockRefreshed:
-        metadata["stockRefreshed"] = progress.stockRefreshed
-    if progress.deleted:
-        metadata["deleted"] = progress.deleted
-    if progress.restored:
-        metadata["restored"] = progress.restored
+    metadata.update(progress.extras())
     if progress.resumed:
         metadata["resumed"] = True
     if run.slices > 1:

@@ -33,19 +33,22 @@ class TypeProgress:
     def to_api(self) -> dict[str, Any]:
         return {"read": self.read, "created": self.created, "updated": self.updated, "unchanged": self.unchanged, "errors": self.errors, "done": self.done}
 
+    def extras(self) -> dict[str, Any]:
+        """The counters only some types have (lines, stock, reconcile), when non-zero."""
+        data: dict[str, Any] = {}
+        if self.linesWritten or self.linesDeleted:
+            data.update(linesWritten=self.linesWritten, linesDeleted=self.linesDeleted)
+        for name in ("stockRefreshed", "deleted", "restored"):
+            if getattr(self, name):
+                data[name] = getattr(self, name)
+        return data
+
     def counts(self) -> dict[str, Any]:
         """The sync response's per-type entry (design.md §3) with the extra counters."""
         data: dict[str, Any] = {"created": self.created, "updated": self.updated, "errors": self.errors, "unchanged": self.unchanged}
         if self.status:
             data["status"] = self.status
-        if self.linesWritten or self.linesDeleted:
-            data.update(linesWritten=self.linesWritten, linesDeleted=self.linesDeleted)
-        if self.stockRefreshed:
-            data["stockRefreshed"] = self.stockRefreshed
-        if self.deleted:
-            data["deleted"] = self.deleted
-        if self.restored:
-            data["restored"] = self.restored
+        data.update(self.extras())
         if self.error:
             data["error"] = self.error
         if not self.done:
