@@ -181,28 +181,46 @@ class BCClient:
             raise BCError(f"Business Central answered HTTP {response.status_code} with a body that is not JSON") from None
 
     def _get(self, url: str, *, step: str, accept: str = "application/json") -> httpx.Response:
+        return self.request(
+            "GET", url, step=step,
+            headers={"Accept": accept, "Data-Access-Intent": "ReadOnly", "Prefer": f"odata.maxpagesize={self._page_size}"},
+        )
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        step: str,
+        headers: dict[str, str] | None = None,
+        json: dict[str, Any] | None = None,
+        retry_statuses: frozenset[int] = RETRY_STATUSES,
+        retry_transport: bool = True,
+    ) -> httpx.Response:
+        """One BC request with the token, the request budget, the total deadline, backoff
+        retries and a token renewal on 401. Every call goes through here, reads and the
+        subscription writes alike, so the rules (own origin only, no redirects) hold for all.
+        `retry_transport=False`: a write that may have reached BC is not sent again after a
+        dropped connection (only a connection that never opened is)."""
         if self.origin is None or origin_of(url) != self.origin:
             # A saved checkpoint or a link from elsewhere: the token goes to the integration's own BC only.
             raise BCError("Refusing to send the Business Central token to a URL outside the integration's BC origin", step=step)
         attempt, waited, renewed = 0, 0.0, False
         while True:
-            headers = {
-                "Authorization": f"Bearer {self._tokens.token()}",
-                "Accept": accept,
-                "Data-Access-Intent": "ReadOnly",
-                "Prefer": f"odata.maxpagesize={self._page_size}",
-            }
+            sent = {"Authorization": f"Bearer {self._tokens.token()}", **(headers or {})}
             delay: float | None = None
             try:
                 self.requests_made += 1
                 if self._budget is None:
                     with total_deadline(self._timeout):  # a trickling host cannot hold the worker
-                        response = self._http.get(url, headers=headers)
+                        response = self._http.request(method, url, json=json, headers=sent)
                 else:
                     with self._budget.request(), total_deadline(self._timeout):  # BC's limits across every instance
-                        response = self._http.get(url, headers=headers)
+                        response = self._http.request(method, url, json=json, headers=sent)
             except httpx.TransportError as error:
                 failure: BCError = BCUnavailable(f"Business Central is unreachable ({type(error).__name__})", step=step)
+                if not retry_transport and not isinstance(error, httpx.ConnectError):
+                    raise failure from None
             else:
                 if 300 <= response.status_code < 400:
                     # Redirects are never followed: the token would travel with them.
@@ -217,13 +235,13 @@ class BCClient:
                     self._tokens.invalidate()
                     continue
                 failure = decode_error(response, step=step)
-                if response.status_code not in RETRY_STATUSES:
+                if response.status_code not in retry_statuses:
                     raise failure
                 delay = retry_after_seconds(response)
             if delay is None:
                 delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt) * (0.5 + random.random() / 2)
             if attempt >= self._max_retries or waited + delay > self._max_retry_seconds:
-                log.warning("BC request failed after %d attempts: %s", attempt + 1, failure.message)
+                log.warning("BC %s failed after %d attempts: %s", method, attempt + 1, failure.message)
                 raise failure
             log.info("BC %s; retrying in %.1fs (attempt %d)", failure.code, delay, attempt + 1)
             self._clock.sleep(delay)

@@ -5,19 +5,12 @@ same token, request budget, retry table and error decoding as the reads in share
 Only URLs under that root are ever called, so the bearer token never leaves BC's origin."""
 from __future__ import annotations
 
-import logging
-import random
 from typing import Any
 
 import httpx
 
-from shared.bc.client import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, RETRY_STATUSES, BCClient, retry_after_seconds
-from shared.bc.errors import decode_error
-from shared.destinations import origin_of
-from shared.errors import BCError, BCUnavailable
-from shared.outbound import total_deadline
-
-log = logging.getLogger(__name__)
+from shared.bc.client import RETRY_STATUSES, BCClient
+from shared.errors import BCError
 
 #: A POST that may have been applied is not repeated (a second subscription would count against
 #: BC's 200): only answers that say "not processed" are retried for it.
@@ -64,48 +57,14 @@ class SubscriptionClient:
     def _send(
         self, method: str, url: str, *, body: dict[str, Any] | None = None, etag: str | None = None, retry: frozenset[int] = RETRY_STATUSES
     ) -> httpx.Response:
-        bc = self._bc
-        if bc.origin is None or origin_of(url) != bc.origin:
-            raise BCError("Refusing to send the Business Central token to a URL outside the integration's BC origin", step="subscriptions")
-        attempt, waited, renewed = 0, 0.0, False
-        while True:
-            headers = {"Authorization": f"Bearer {bc._tokens.token()}", "Accept": "application/json"}
-            if etag:
-                headers["If-Match"] = etag
-            delay: float | None = None
-            try:
-                bc.requests_made += 1
-                if bc._budget is None:
-                    with total_deadline(bc._timeout):
-                        response = bc._http.request(method, url, json=body, headers=headers)
-                else:
-                    with bc._budget.request(), total_deadline(bc._timeout):
-                        response = bc._http.request(method, url, json=body, headers=headers)
-            except httpx.TransportError as error:
-                failure: BCError = BCUnavailable(f"Business Central is unreachable ({type(error).__name__})", step="subscriptions")
-                if method == "POST" and not isinstance(error, httpx.ConnectError):
-                    raise failure from None  # it may have been created: the next renewal round retries
-            else:
-                if 300 <= response.status_code < 400:  # never followed: the token would travel with it
-                    raise BCError(f"Business Central answered a redirect (HTTP {response.status_code}); redirects are not followed",
-                                  http_status=response.status_code, step="subscriptions")
-                if response.status_code < 400:
-                    return response
-                if response.status_code == 401 and not renewed:
-                    renewed = True
-                    bc._tokens.invalidate()
-                    continue
-                failure = decode_error(response, step="subscriptions")
-                if response.status_code == 404 and method != "POST":
-                    raise SubscriptionNotFound(failure.message, bc_code=failure.bc_code, correlation_id=failure.correlation_id, http_status=404, step="subscriptions")
-                if response.status_code not in retry:
-                    raise failure
-                delay = retry_after_seconds(response)
-            if delay is None:
-                delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt) * (0.5 + random.random() / 2)
-            if attempt >= bc._max_retries or waited + delay > bc._max_retry_seconds:
-                log.warning("BC subscription %s failed after %d attempts: %s", method, attempt + 1, failure.message)
-                raise failure
-            bc._clock.sleep(delay)
-            waited += delay
-            attempt += 1
+        """Through the BC client's one request path (token, budget, origin, no redirects, retries);
+        a POST that may have reached BC is not resent after a dropped connection (the next
+        renewal round retries it), and a 404 on an existing subscription is its own error."""
+        headers = {"Accept": "application/json", **({"If-Match": etag} if etag else {})}
+        try:
+            return self._bc.request(method, url, step="subscriptions", headers=headers, json=body,
+                                    retry_statuses=retry, retry_transport=method != "POST")
+        except BCError as error:
+            if error.http_status == 404 and method != "POST" and not isinstance(error, SubscriptionNotFound):
+                raise SubscriptionNotFound(error.message, http_status=404, step="subscriptions") from None
+            raise
