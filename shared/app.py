@@ -128,6 +128,7 @@ class App:
             max_retries=s.bc_max_retries,
             max_retry_seconds=s.bc_max_retry_seconds,
             timeout_seconds=s.bc_timeout_seconds,
+            min_page_size=s.bc_min_page_size,
             budget=RequestBudget(
                 self.store,
                 self.clock,

@@ -40,9 +40,12 @@ class Fault:
     content_type: str | None = None
     delay: float = 0.0
     drop: bool = False
+    above_page_size: int | None = None  # only requests asking for a larger page (BC's slow $expand pages)
 
-    def matches(self, target: str, is_api: bool) -> bool:
+    def matches(self, target: str, is_api: bool, page_size: int | None = None) -> bool:
         """`path_contains` is matched against the decoded path + query, so it can target any route."""
+        if self.above_page_size is not None and (page_size is None or page_size <= self.above_page_size):
+            return False
         return (self.path_contains in target) if self.path_contains else is_api
 
     def response(self) -> tuple[bytes, str, dict[str, str]]:
@@ -71,9 +74,10 @@ class FaultPlan:
 
     def add(self, status: int, *, times: int | None = 1, path_contains: str | None = None,
             retry_after: int | float | str | None = None, body: Any = None, content_type: str | None = None,
-            delay: float = 0.0) -> Fault:
-        """The next `times` matching BC API requests answer `status` (200 + delay = just slow)."""
-        fault = Fault(status, times, path_contains, retry_after, body, content_type, delay)
+            delay: float = 0.0, above_page_size: int | None = None) -> Fault:
+        """The next `times` matching BC API requests answer `status` (200 + delay = just slow);
+        `above_page_size`: only requests whose `Prefer: odata.maxpagesize` is larger."""
+        fault = Fault(status, times, path_contains, retry_after, body, content_type, delay, above_page_size=above_page_size)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -93,10 +97,10 @@ class FaultPlan:
         with self._lock:
             return list(self._faults)
 
-    def take(self, target: str, is_api: bool) -> Fault | None:
+    def take(self, target: str, is_api: bool, page_size: int | None = None) -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.matches(target, is_api):
+                if fault.matches(target, is_api, page_size):
                     if fault.times is not None:
                         fault.times -= 1
                         if fault.times <= 0:

@@ -70,7 +70,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if path.startswith("/_sim/"):
                 return self._control(path, body)
-            fault = self.sim.faults.take(unquote(self.path), is_api=path.startswith("/v2.0/"))
+            asked = re.search(r"odata\.maxpagesize\s*=\s*(\d+)", headers.get("prefer", ""))
+            fault = self.sim.faults.take(unquote(self.path), is_api=path.startswith("/v2.0/"), page_size=int(asked[1]) if asked else None)
             if fault and fault.delay:
                 time.sleep(fault.delay)
             if fault and fault.drop:
