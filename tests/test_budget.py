@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from contextlib import ExitStack
 from typing import Any
 
 from devtools.bcsim import DEMO_CLIENT_ID, DEMO_TENANT_ID, BCSimulator
 from shared.app import App
-from shared.bc.budget import TABLE, RequestBudget, credential_key
+from shared.bc.budget import TABLE, WINDOW_ROW, RequestBudget, credential_key
 from tests.support import Api, FakeClock
 
 
@@ -42,10 +43,38 @@ def test_a_credential_never_exceeds_its_five_minute_budget(api: Api, app: App, s
     assert reply.status == 200, reply.body
     assert reply.data["suppliers"]["created"] == 45  # 9 pages of 5
     assert (clock.now() - started).total_seconds() >= 5 * 60  # it had to wait for room
-    rows = {int(e["RowKey"][2:]): int(e["count"]) for e in app.store.query(TABLE, "PartitionKey eq @pk", parameters={"pk": credential_key(DEMO_TENANT_ID, DEMO_CLIENT_ID)}) if e["RowKey"].startswith("w-")}
-    assert sum(rows.values()) >= 9
-    for minute in range(min(rows), max(rows) + 1):
-        assert sum(rows.get(m, 0) for m in range(minute - 4, minute + 1)) <= 4
+    window = app.store.table(TABLE).get_entity(credential_key(DEMO_TENANT_ID, DEMO_CLIENT_ID), WINDOW_ROW)
+    stamps = [(at, count) for at, count in json.loads(window["entries"])]
+    assert sum(count for _, count in stamps) <= 4  # what is left in the row: the last five minutes
+
+
+def _sends(app: App, budget: RequestBudget, clock: FakeClock, count: int, gap: float) -> list[float]:
+    """Send `count` requests through the budget, `gap` seconds apart; the epoch second of each."""
+    times = []
+    for _ in range(count):
+        with budget.request():
+            times.append(clock.now().timestamp())
+        clock.advance(gap)
+    return times
+
+
+def _most_in_any_window(times: list[float], seconds: float = 300.0) -> int:
+    return max(sum(1 for t in times if start <= t < start + seconds) for start in times)
+
+
+def test_the_window_slides_so_no_five_minutes_hold_more_than_the_limit(app: App, clock: FakeClock) -> None:
+    """Fixed per-minute buckets let 4 requests at the end of one minute and 4 more at the start of
+    the minute that drops it (8 within about 4 minutes); the sliding window never does."""
+    minute = 60.0
+    clock.advance(minute - (clock.now().timestamp() % minute) + 55)  # 5 s before a minute boundary
+    first, second = _budget(app, max_in_flight=1, per_5_minutes=4), _budget(app, max_in_flight=1, per_5_minutes=4)
+    times = _sends(app, first, clock, 4, 1.0)  # the end of one minute, from one instance
+    clock.advance(4 * minute - 4)  # the first minute bucket is about to leave a 5-minute bucket window
+    times += _sends(app, second, clock, 4, 1.0)  # another instance, across the old bucket boundary
+    times += _sends(app, first, clock, 4, 1.0)
+    assert len(times) == 12
+    assert _most_in_any_window(times) <= 4
+    assert times[4] - times[0] >= 300  # the fifth waited until the first left the window
 
 
 def test_two_instances_share_the_in_flight_limit(app: App, clock: FakeClock) -> None:

@@ -4,14 +4,22 @@ BC_MAX_IN_FLIGHT requests at once and BC_REQUESTS_PER_5_MINUTES in any five minu
 Both live in Table Storage, so they hold whichever instances run:
 - in flight: N slot rows (`slot-0`..), each taken under its ETag for one request and given back
   after it (a crashed holder's slot expires after the request timeout);
-- rate: one counter row per minute (`w-<minute>`); a request may go when the current minute and
-  the four before it hold fewer than the limit. Each instance reserves a few requests at a time
-  (fewer near the limit), so the counter costs one write per reservation, not per request.
+- rate: a true sliding window (design.md §14 "Limits": BC counts the window as it slides, not
+  in fixed buckets). One row per credential (`window`) holds the reservations of the last five
+  minutes as [epoch second, count] pairs, read and replaced under its ETag, so two instances
+  never both take the last room. Each instance reserves a few requests at a time (fewer near the
+  limit) and may use them only for ALLOWANCE_SECONDS; a reservation is stamped with the end of
+  that time (rounded up to the second), so every request it covers stays counted for a full five
+  minutes after it was sent. A request may go only when the stamps of the last five minutes plus
+  it stay within the limit, for any five minutes, across every instance. Pairs of one second are
+  merged, so the row stays small (at most 300 pairs).
 Waiting uses the clock, so tests run it without real sleeps."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
 import random
 import threading
 import uuid
@@ -28,8 +36,10 @@ from shared.storage.tables import TableStore
 
 log = logging.getLogger(__name__)
 TABLE = "BCRequestBudget"
-WINDOW_MINUTES = 5
+WINDOW_SECONDS = 300
+WINDOW_ROW = "window"
 RESERVE_AT_ONCE = 10
+ALLOWANCE_SECONDS = 5  # a reserved request not sent within this is given up
 POLL_SECONDS = 0.2
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -52,7 +62,7 @@ class RequestBudget:
         self._holder = uuid.uuid4().hex
         self._lock = threading.Lock()
         self._allowance = 0
-        self._allowance_minute = -1
+        self._allowance_until = 0.0  # epoch seconds
 
     @contextmanager
     def request(self) -> Iterator[None]:
@@ -66,54 +76,56 @@ class RequestBudget:
             self._give_back(slot, etag)
 
     # -- the rate ------------------------------------------------------------------------------
-    def _minute(self) -> int:
-        return int((self._clock.now() - _EPOCH) // timedelta(minutes=1))
+    def _now(self) -> float:
+        return (self._clock.now() - _EPOCH).total_seconds()
 
     def _take_rate(self, started: float) -> None:
         while True:
             with self._lock:
-                minute = self._minute()
-                if self._allowance > 0 and self._allowance_minute == minute:
+                now = self._now()
+                if self._allowance > 0 and now <= self._allowance_until:
                     self._allowance -= 1
                     return
-                granted = self._reserve(minute)
+                granted, free_at = self._reserve(now)
                 if granted:
-                    self._allowance, self._allowance_minute = granted - 1, minute
+                    self._allowance, self._allowance_until = granted - 1, now + ALLOWANCE_SECONDS
                     return
             self._wait(started, "the five-minute request budget")
-            # wait for the next minute, when the oldest counted minute leaves the window
-            now = self._clock.now()
-            next_minute = _EPOCH + timedelta(minutes=self._minute() + 1)
-            self._clock.sleep(max(POLL_SECONDS, (next_minute - now).total_seconds()))
+            # until the oldest counted reservation leaves the window
+            self._clock.sleep(max(POLL_SECONDS, free_at - self._now()))
 
-    def _reserve(self, minute: int) -> int:
-        """Add up to RESERVE_AT_ONCE to this minute's counter if the window has room."""
+    def _reserve(self, now: float) -> tuple[int, float]:
+        """Reserve up to RESERVE_AT_ONCE requests if the last five minutes have room; returns
+        (how many, when room frees up if none)."""
         client = self._store.table(TABLE)
+        stamp = int(math.ceil(now + ALLOWANCE_SECONDS))
         for _ in range(20):
-            rows = client.query_entities(
-                "PartitionKey eq @pk and RowKey ge @low and RowKey le @high",
-                parameters={"pk": self._key, "low": _window_key(minute - WINDOW_MINUTES + 1), "high": _window_key(minute)},
-            )
-            current = None
-            used = 0
-            for row in rows:
-                used += int(row.get("count", 0))
-                if row["RowKey"] == _window_key(minute):
-                    current = row
+            try:
+                row = client.get_entity(self._key, WINDOW_ROW)
+                entries = _entries(row.get("entries"))
+            except ResourceNotFoundError:
+                row, entries = None, []
+            live = [(at, count) for at, count in entries if at > now - WINDOW_SECONDS]
+            used = sum(count for _, count in live)
             room = self._limit - used
             if room <= 0:
-                return 0
+                return 0, min(at for at, _ in live) + WINDOW_SECONDS
             grant = max(1, min(RESERVE_AT_ONCE, room // max(1, self._slots)))
+            if live and live[-1][0] == stamp:
+                live[-1] = (stamp, live[-1][1] + grant)
+            else:
+                live.append((stamp, grant))
+                live.sort()
+            entity = {"PartitionKey": self._key, "RowKey": WINDOW_ROW, "entries": json.dumps(live, separators=(",", ":"))}
             try:
-                if current is None:
-                    client.create_entity({"PartitionKey": self._key, "RowKey": _window_key(minute), "count": grant})
+                if row is None:
+                    client.create_entity(entity)
                 else:
-                    current["count"] = int(current.get("count", 0)) + grant
-                    client.update_entity(current, mode="replace", etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified)
-                return grant
+                    client.update_entity(entity, mode="replace", etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+                return grant, now
             except (ResourceExistsError, ResourceModifiedError):
-                continue  # another instance counted at the same moment: read again
-        return 0
+                continue  # another instance reserved at the same moment: read again
+        return 0, now + POLL_SECONDS
 
     # -- requests in flight --------------------------------------------------------------------
     def _take_slot(self, started: float) -> tuple[str, str]:
@@ -160,5 +172,9 @@ class RequestBudget:
             raise BCUnavailable(f"Business Central's request limit for this credential stayed exhausted ({what}); try again later")
 
 
-def _window_key(minute: int) -> str:
-    return f"w-{minute:012d}"
+def _entries(raw: object) -> list[tuple[int, int]]:
+    """The stored [epoch second, count] pairs; anything unreadable counts as nothing stored."""
+    try:
+        return [(int(at), int(count)) for at, count in json.loads(str(raw))] if raw else []
+    except (ValueError, TypeError):
+        return []
