@@ -202,7 +202,8 @@ class Handler(BaseHTTPRequestHandler):
             raise ODataError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{r['set']}'.")
         ctx += f"({r['cid']})/{r['set']}"
         if r["rid"] is not None and r["sub"] is None:
-            return self._single(es, r["rid"], query, f"{ctx}/$entity")
+            expand = ("salesOrderLines",) if r["set"] == "salesOrders" else ()
+            return self._single(es, r["rid"], query, f"{ctx}/$entity", expand, store)
         if r["sub"] is not None:
             if (r["set"], r["sub"]) != ("salesOrders", "salesOrderLines"):
                 raise ODataError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{r['sub']}'.")
@@ -214,7 +215,8 @@ class Handler(BaseHTTPRequestHandler):
         expand = ("salesOrderLines",) if r["set"] == "salesOrders" else ()
         return self._list(es, pairs, query, headers, ctx, bool(r["count"]), expand, store)
 
-    def _single(self, es: EntitySet, rid: str, query: dict[str, str], ctx: str) -> Reply:
+    def _single(self, es: EntitySet, rid: str, query: dict[str, str], ctx: str, expand: tuple[str, ...] = (),
+                store: Any = None) -> Reply:
         rec = es.rows.get(rid.strip("'").lower())
         if rec is None:
             if es.name == "companies":
@@ -222,8 +224,11 @@ class Handler(BaseHTTPRequestHandler):
                                  f"'{rid}' cannot be found.")
             raise ODataError(404, "Internal_RecordNotFound", f"The {es.type_name} does not exist. "
                              f"Identification fields and values: SystemId='{{{rid.upper()}}}'")
-        q = parse_query(query, es)
-        return 200, {"@odata.context": ctx, **project(rec, q.select)}, ODATA_JSON, _odata_headers()
+        q = parse_query(query, es, expand)
+        body = {"@odata.context": ctx, **project(rec, q.select)}
+        if "salesOrderLines" in q.expand:  # BC expands a single entity as it does a list
+            body["salesOrderLines"] = [dict(ln) for ln in store.lines(rec["id"])]
+        return 200, body, ODATA_JSON, _odata_headers()
 
     def _list(self, es: EntitySet, pairs: list[tuple[str, str]], query: dict[str, str], headers: dict[str, str],
               ctx: str, want_count: bool, expand: tuple[str, ...] = (), store: Any = None) -> Reply:

@@ -4,25 +4,33 @@ answers well inside BC's 5 seconds; every payload is untrusted.
 - `validationToken` in the query (GET or POST, on create and on every renewal): 200 text/plain
   echoing it. It needs no storage and proves only that the URL is ours.
 - A notification: each item must name a subscription we hold, carry its clientState (SHA-256
-  compared in constant time) and a resource of that subscription's entity set. Invalid items
-  are ignored; no valid item -> 401, nothing changed (BC then drops a subscription it still had).
+  compared in constant time) and a resource of that subscription's company and entity set, in
+  any form BC sends (with or without a leading slash, or absolute: shared/realtime/resources.py).
+  Invalid items are ignored; no valid item -> 401, nothing changed (BC then drops a subscription
+  it still had).
 - created / updated / collection -> one delta per integration and type (trigger `notification`),
   coalesced into a run already queued or running (shared/realtime/trigger.py).
-- deleted -> the stored record is flagged `deletedInBC` + `deletedAt` (never deleted).
+- created / updated naming one record -> that record is also read again by its id before the
+  type's next pass (shared/realtime/pending.py, byid.py): a line-only edit need not move the
+  header's lastModifiedDateTime, so the delta alone can miss it.
+- collection (over 1,000 changes; deletes may hide in it) -> also a reconcile of that type,
+  queued after the delta (coalescing: one note per type on the integration).
+- deleted -> the stored record is flagged `deletedInBC` + `deletedAt` (never deleted); a
+  deleted item that names no record -> a delta and a reconcile.
 - The queue or storage unavailable -> 503, so BC retries the delivery and nothing is lost."""
 from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 from shared.app import App
 from shared.errors import ConflictError, ServiceError
+from shared.realtime.pending import PendingReads
+from shared.realtime.resources import parse
 from shared.realtime.subscriptions import repository
-from shared.realtime.trigger import queue_delta
+from shared.realtime.trigger import note_reconcile, queue_delta
 from shared.storage.deletions import flag_deleted
 from shared.storage.subscriptions import ACTIVE, Subscription, client_state_matches
 
@@ -33,7 +41,6 @@ MAX_TOKEN_CHARS = 1024
 MAX_DEPTH = 32  # design.md §12
 MAX_SUBSCRIPTIONS_PER_REQUEST = 50  # BC sends one subscription per request; bounds the lookups
 DELTA_CHANGES = frozenset({"created", "updated", "collection"})
-_RECORD_ID = re.compile(r"^\((?P<id>'[^']*'|[^()]*)\)$")
 
 
 @dataclass
@@ -62,7 +69,9 @@ def handshake(token: str) -> Reply:
 class _Work:
     sub: Subscription
     delta: bool = False
+    reconcile: bool = False
     deleted: list[str] = field(default_factory=list)
+    records: list[str] = field(default_factory=list)  # ids to read again (created / updated)
 
 
 def handle(app: App, method: str, params: dict[str, str], body: bytes) -> Reply:
@@ -92,6 +101,10 @@ def handle(app: App, method: str, params: dict[str, str], body: bytes) -> Reply:
             integration = app.integrations.get(job.sub.userId, integration_id)
             if integration is None or not integration.realtime:
                 continue
+            if job.records:  # noted before the delta is queued: the run that follows reads them
+                outcome[f"{data_type}.byId"] = PendingReads(app.store).add(integration_id, data_type, job.records, now)
+            if job.reconcile:
+                outcome[f"{data_type}.reconcile"] = note_reconcile(app, integration, [data_type])
             if job.delta:
                 try:
                     outcome[data_type] = queue_delta(app, integration, [data_type])
@@ -148,33 +161,21 @@ def _validate(app: App, items: list[Any]) -> tuple[dict[tuple[str, str], _Work],
         if sub is None or sub.status != ACTIVE or not client_state_matches(item.get("clientState"), sub.clientStateHash):
             continue
         change = item.get("changeType")
-        resource = item.get("resource")
-        if not isinstance(resource, str) or not sub.resource:
-            continue
-        rest = _after(resource, sub.resource)
-        if rest is None:
-            continue
+        named = parse(item.get("resource"))
+        subscribed = parse(sub.resource)
+        if named is None or subscribed is None or not named.same_set(subscribed):
+            continue  # another company or set, or not a resource at all
         job = work.setdefault((sub.integrationId, sub.dataType), _Work(sub))
         valid += 1
-        if change in DELTA_CHANGES:
-            job.delta = True
-        elif change == "deleted":
-            match = _RECORD_ID.match(rest)
-            if match:
-                job.deleted.append(match["id"].strip("'"))
-            else:  # a delete we cannot place: a delta re-reads the set (polling stays the net)
-                job.delta = True
+        if change == "deleted":
+            if named.key:
+                job.deleted.append(named.key)
+            else:  # a delete we cannot place: re-read the set and reconcile its ids
+                job.delta = job.reconcile = True
+            continue
+        job.delta = True  # created, updated, collection (and anything new BC may send)
+        if change == "collection":
+            job.reconcile = True
+        elif named.record_id and change in DELTA_CHANGES:
+            job.records.append(named.record_id)
     return work, valid
-
-
-def _after(resource: str, subscribed: str) -> str | None:
-    """What follows the subscribed entity set in an item's resource ('' , '(id)' or '?$filter...');
-    None when the item names another company or set. BC may send it absolute or relative."""
-    text = unquote(resource)
-    at = text.lower().find(subscribed.lower())
-    if at < 0 or (at > 0 and not text.lower().startswith(("https://", "http://"))):
-        return None
-    rest = text[at + len(subscribed):]
-    if rest and rest[0] not in "(?":
-        return None  # e.g. .../vendorsX or a navigation below the set
-    return rest

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 NOTIFICATION_ROUTE = "/api/bc/notifications"  # bc_notifications/function.json
 RENEW_BEFORE = timedelta(hours=24)
-RETRY_AFTER = timedelta(minutes=30)  # a failed subscription is tried again by the timer
+#: A refused subscription (BC's 200 per environment are shared with other apps and flows, or any
+#: other refusal) is tried again by the timer's renewal step after these pauses, then hourly.
+RETRY_PAUSES = (timedelta(minutes=5), timedelta(minutes=15), timedelta(hours=1))
 RENEW_BATCH = 50
 WHERE = ("tenantId", "environment", "companyId", "baseUrl")  # a change moves the subscriptions
 NO_BASE_URL = {
@@ -109,8 +111,9 @@ def subscribe(app: App, integration: Integration, data_type: str, previous: Subs
     sub = Subscription(integrationId=integration.id, userId=integration.userId, dataType=data_type,
                        resource=resource_for(integration, data_type), updatedAt=to_iso(now))
     url = notification_url(app)
+    sub.attempts = previous.attempts if previous is not None and previous.status == FAILED else 0
     if url is None:
-        sub.error, sub.dueAt = dict(NO_BASE_URL), to_iso(now + RETRY_AFTER)
+        _refused(sub, dict(NO_BASE_URL), now)
     else:
         client_state = secrets.token_urlsafe(32)  # 43 characters, 256 bits
         try:
@@ -119,13 +122,13 @@ def subscribe(app: App, integration: Integration, data_type: str, previous: Subs
             sub.subscriptionId = str(created["subscriptionId"])
             _take(sub, created, now)
             sub.clientStateHash = hash_client_state(client_state)
-            sub.status = ACTIVE
+            sub.status, sub.attempts = ACTIVE, 0
         except ServiceError as error:
-            sub.error, sub.dueAt = _error(error), to_iso(now + RETRY_AFTER)
-            log.warning("realtime: BC refused the %s subscription of %s: %s", data_type, integration.id, error.message)
+            _refused(sub, _error(error), now)
+            log.warning("realtime: BC refused the %s subscription of %s (attempt %d, next at %s): %s",
+                        data_type, integration.id, sub.attempts, sub.dueAt, error.message)
         except (KeyError, TypeError, ValueError):
-            sub.error = {"code": "bc_error", "message": "Business Central answered the subscription without its id or expiry"}
-            sub.dueAt = to_iso(now + RETRY_AFTER)
+            _refused(sub, {"code": "bc_error", "message": "Business Central answered the subscription without its id or expiry"}, now)
     repository(app).save(sub, previous)
     return sub
 
@@ -139,9 +142,28 @@ def _take(sub: Subscription, body: dict[str, Any], now: datetime) -> None:
     sub.dueAt = to_iso(max(now, expires - RENEW_BEFORE))
 
 
+def retry_pause(attempts: int) -> timedelta:
+    """The pause after the `attempts`-th refusal in a row: 5 min, 15 min, 1 h, then hourly."""
+    return RETRY_PAUSES[min(max(attempts, 1), len(RETRY_PAUSES)) - 1]
+
+
+def _refused(sub: Subscription, error: dict[str, Any], now: datetime) -> None:
+    """Count the refusal and schedule the next try; the type shows why and when."""
+    sub.attempts += 1
+    retry_at = now + retry_pause(sub.attempts)
+    sub.dueAt = to_iso(retry_at)
+    sub.error = {**error, "attempts": sub.attempts, "retryAt": sub.dueAt}
+
+
 def _error(error: ServiceError) -> dict[str, Any]:
+    """Our code and message plus BC's own code and HTTP status (e.g. the 200-subscription limit)."""
     data = error.to_dict()
-    return {"code": data.get("code"), "message": data.get("message")}
+    shown: dict[str, Any] = {"code": data.get("code"), "message": data.get("message")}
+    if getattr(error, "bc_code", None):
+        shown["bcCode"] = error.bc_code  # type: ignore[attr-defined]
+    if getattr(error, "http_status", None):
+        shown["httpStatus"] = error.http_status  # type: ignore[attr-defined]
+    return shown
 
 
 # -- the timer ------------------------------------------------------------------------------------
@@ -192,10 +214,14 @@ def _renew_one(app: App, repo: SubscriptionRepository, row_key: str, user_id: st
         expired = sub.expiresAt is None or parse_iso(sub.expiresAt) <= now
         if expired:  # it is gone by now: create a new one on the next round
             sub.status, sub.subscriptionId = FAILED, None
-        sub.error, sub.dueAt = _error(error), to_iso(now + RETRY_AFTER)
+        _refused(sub, _error(error), now)
+        if not expired and sub.expiresAt:  # still live: try again before it lapses
+            sub.dueAt = min(sub.dueAt or sub.expiresAt, sub.expiresAt)
+            sub.error = {**(sub.error or {}), "retryAt": sub.dueAt}
         repo.save(sub, previous)
         return "failed"
     _take(sub, renewed, now)
+    sub.attempts = 0
     sub.updatedAt = to_iso(now)
     repo.save(sub, previous)
     return "renewed"

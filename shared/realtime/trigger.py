@@ -8,6 +8,13 @@ which run is active; `finish_run` takes them when it releases the claim and call
 `start_follow_up`. Either the note lands before the claim is released (and the finishing run
 sees it) or after (and the note sees no active run and starts one itself).
 
+A `collection` notification also owes its type a reconcile (deletes may hide in it). Only one
+run is active at a time, so the types are noted as `realtimeReconcile` on the integration
+(before the delta is queued); the run that releases the claim with no follow-up delta left
+takes the note in that same write and starts the reconcile (`start_follow_up`). Notes for the
+same type coalesce; a run of any trigger that finishes takes them, so the timer's next run does
+if nothing else did.
+
 The run is claimed and recorded by `start_run` (enqueue=False) and its first slice queued here
 through a queue client that fails within ~1 s, because RunQueue's retries take 8-9 s against a
 queue that is down (measured) and BC wants an answer within 5 s; a refusal abandons the
@@ -65,10 +72,10 @@ def _fast_queue(app: App) -> QueueClient:
         return client
 
 
-def _start(app: App, integration: Integration, types: list[str]) -> Started:
+def _start(app: App, integration: Integration, types: list[str], mode: str = "delta") -> Started:
     """start_run (claim + record) and the first slice queued through the fast client; a
     refusal abandons the run exactly as dispatch does (claim released, nothing half-queued)."""
-    started = start_run(app, integration, RunRequest(mode="delta", entities=types, trigger=TRIGGER), enqueue=False)
+    started = start_run(app, integration, RunRequest(mode=mode, entities=types, trigger=TRIGGER), enqueue=False)
     if started.created:
         run = started.run
         try:
@@ -112,9 +119,39 @@ def queue_delta(app: App, integration: Integration, types: list[str]) -> str:
     return "ignored"
 
 
-def start_follow_up(app: App, integration: Integration, types: list[str]) -> None:
-    """Called by finish_run with the follow-up types it took when releasing the claim."""
+def note_reconcile(app: App, integration: Integration, types: list[str]) -> str:
+    """Note that these types owe a reconcile (a `collection` notification); the run that ends
+    next with no delta left to follow starts it. Returns "noted" or "ignored"."""
+    wanted = [t for t in dict.fromkeys(types) if t in integration.entities]
+    if not wanted:
+        return "ignored"
+
+    def note(current: Integration) -> None:
+        current.realtimeReconcile = sorted(set(current.realtimeReconcile or []) | set(wanted))
+
+    return "noted" if app.integrations.update(integration.userId, integration.id, note) is not None else "ignored"
+
+
+def start_follow_up(app: App, integration: Integration, types: list[str], *, reconcile: list[str] | None = None) -> None:
+    """Called by finish_run with what it took when releasing the claim: the follow-up delta's
+    types, or (when no delta is left) the types owed a reconcile."""
     try:
-        queue_delta(app, integration, types)
+        if types:
+            queue_delta(app, integration, types)
+        elif reconcile:
+            _start_reconcile(app, integration, reconcile)
     except Exception:  # noqa: BLE001 - the next poll (syncIntervalMinutes) still catches the change
-        log.exception("realtime: could not start the follow-up delta of integration %s", integration.id)
+        log.exception("realtime: could not start the follow-up run of integration %s", integration.id)
+
+
+def _start_reconcile(app: App, integration: Integration, types: list[str]) -> None:
+    wanted = [t for t in dict.fromkeys(types) if t in integration.entities]
+    if not wanted:
+        return
+    try:
+        started = _start(app, integration, wanted, mode="reconcile")
+    except Exception:
+        note_reconcile(app, integration, wanted)  # not lost: the next run that ends takes it again
+        raise
+    if not started.created:  # another run took the claim meanwhile: it takes the note when it ends
+        note_reconcile(app, integration, wanted)

@@ -49,12 +49,13 @@ def finish_run(app: App, run: Run, integration: Integration | None, *, fatal: Se
     for key in run.entities:
         _log(app, run, key, run.progress[key], now)
     follow_up: list[str] = []  # realtime (issue 11): types notified while this run was past them
-    updated = _update_integration(app, run, failed=failed, failure=fatal or _first_error(run), now=now, follow_up=follow_up)
+    reconcile: list[str] = []  # realtime (issue 16): types a `collection` owes a reconcile, after the deltas
+    updated = _update_integration(app, run, failed=failed, failure=fatal or _first_error(run), now=now, follow_up=follow_up, reconcile=reconcile)
     _telemetry(run, now)
-    if follow_up and updated is not None:
+    if (follow_up or reconcile) and updated is not None:
         from shared.realtime.trigger import start_follow_up
 
-        start_follow_up(app, updated, follow_up)
+        start_follow_up(app, updated, follow_up, reconcile=reconcile)
     records = {k: p.created + p.updated for k, p in run.progress.items()}
     try:
         app.stats.record(run.integrationId, now, failed=failed, records=records)
@@ -75,7 +76,8 @@ def _first_error(run: Run) -> ServiceError | None:
 
 
 def _update_integration(
-    app: App, run: Run, *, failed: bool, failure: ServiceError | None, now: Any, follow_up: list[str] | None = None
+    app: App, run: Run, *, failed: bool, failure: ServiceError | None, now: Any, follow_up: list[str] | None = None,
+    reconcile: list[str] | None = None,
 ) -> Integration | None:
     summary = {
         "runId": run.runId,
@@ -95,6 +97,11 @@ def _update_integration(
             if follow_up is not None:  # taken in the same write that releases the claim
                 follow_up[:] = current.realtimeFollowUp or []
                 current.realtimeFollowUp = None
+            if reconcile is not None:
+                reconcile[:] = []
+                if not follow_up:  # the deltas first: the reconcile waits for them
+                    reconcile[:] = current.realtimeReconcile or []
+                    current.realtimeReconcile = None
         current.lastRun = summary
         if run.mode == "reconcile":
             current.lastReconcileAt = to_iso(now)  # the timer's next reconcile counts from here

@@ -19,6 +19,7 @@ from shared.runs.dispatch import disconnected_error, enqueue_next
 from shared.runs.finish import finish_run
 from shared.runs.model import FAILED, RUNNING, Run, TypeProgress
 from shared.runs.queue import SliceMessage
+from shared.realtime.byid import read_notified
 from shared.storage.integrations import Integration
 from shared.storage.leases import Lease, LeaseLost
 from shared.sync.engine import PassOptions, Paused, TypeResult, TypeSync
@@ -197,6 +198,8 @@ def _sync_type(app: App, integration: Integration, run: Run, key: str, client: A
         on_page=_ProgressWriter(app, run, key, base).write,
     )
     try:
+        if isinstance(sync, TypeSync):  # records a notification named, read by id first (issue 16)
+            read_notified(sync, options)
         return key, sync.run(options), None, False
     except Paused:
         return key, sync.result, None, True

@@ -15,7 +15,7 @@ from shared.storage.schedule import ScheduleIndex, schedule_key
 from shared.storage.tables import TableStore
 
 TABLE = "Integrations"
-_JSON_FIELDS = ("entities", "fieldMappings", "lastError", "lastRun", "realtimeFollowUp")
+_JSON_FIELDS = ("entities", "fieldMappings", "lastError", "lastRun", "realtimeFollowUp", "realtimeReconcile")
 
 
 @dataclass
@@ -50,6 +50,7 @@ class Integration:
     oauthFlow: str | None = None  # delegated: hash of the state of the one sign-in that may complete
     realtime: bool = False  # BC webhooks on (design.md §10); subscriptions live in shared/storage/subscriptions.py
     realtimeFollowUp: list[str] | None = None  # types notified while a run was past them: the next delta's
+    realtimeReconcile: list[str] | None = None  # types a `collection` notification owes a reconcile (after the deltas)
 
     @staticmethod
     def new_id() -> str:
@@ -63,7 +64,7 @@ class Integration:
     def to_api(self) -> dict[str, Any]:
         """What callers see: never a secret or a token, only whether one is set."""
         data = asdict(self)
-        for private in ("clientSecretEnc", "webhookSecretEnc", "userId", "lastRun", "oauthFlow", "realtimeFollowUp"):
+        for private in ("clientSecretEnc", "webhookSecretEnc", "userId", "lastRun", "oauthFlow", "realtimeFollowUp", "realtimeReconcile"):
             data.pop(private)
         data["realtime"] = {"enabled": self.realtime, "subscriptions": {}}  # the API view fills in the subscriptions
         data["hasClientSecret"] = self.clientSecretEnc is not None

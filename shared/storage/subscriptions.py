@@ -53,6 +53,7 @@ class Subscription:
     error: dict[str, Any] | None = None  # {code, message} when failed
     dueAt: str | None = None  # when the timer should look at it next
     updatedAt: str | None = None
+    attempts: int = 0  # refusals in a row (the retry pause grows with it); 0 once BC accepts
 
     def to_api(self) -> dict[str, Any]:
         return {"status": self.status, "expiresAt": self.expiresAt, "error": self.error}
