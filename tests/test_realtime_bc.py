@@ -169,3 +169,15 @@ def test_a_refused_subscription_shows_bcs_code_and_is_retried_with_growing_pause
     now_shown = rt_api.get(f"integrations/{created['id']}").data["realtime"]["subscriptions"]
     assert now_shown["customers"]["status"] == "active" and now_shown["customers"]["error"] is None
     assert now_shown["suppliers"]["status"] == "active"  # the other type never suffered
+
+
+def test_a_client_state_bc_sends_back_in_another_case_still_matches(rt_api: Api, rt_app: App, sim: BCSimulator, host: FunctionHost) -> None:
+    """Microsoft's example shows BC answering a clientState in lower case: ours is lower-case hex,
+    and the comparison folds case, so either reading keeps the subscription alive."""
+    created = _synced(rt_api, sim, ["suppliers"])
+    sub = _sub_of(sim, "vendors")
+    assert sub.clientState == sub.clientState.lower() and len(sub.clientState) == 64
+    reply = _notify(host, [_item(sub, "updated", client_state=sub.clientState.upper())])
+    assert reply.status_code == 202, reply.text
+    assert [r.trigger for r in _runs(rt_app, created["id"])].count("notification") == 1
+    assert _notify(host, [_item(sub, "updated", client_state=sub.clientState[:-1] + "x")]).status_code == 401

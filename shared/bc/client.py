@@ -263,11 +263,11 @@ class BCClient:
             raise BCError(f"Business Central answered HTTP {response.status_code} with a body that is not JSON") from None
 
     def _get(self, url: str, *, step: str, accept: str = "application/json", page_size: int | None = None,
-             timeouts_retried: bool = True, started: float | None = None) -> httpx.Response:
+             timeouts_retried: bool = True, started: float | None = None, page_read: bool = False) -> httpx.Response:
         return self.request(
             "GET", url, step=step,
             headers={"Accept": accept, "Data-Access-Intent": "ReadOnly", "Prefer": f"odata.maxpagesize={page_size or self._page_size}"},
-            timeouts_retried=timeouts_retried, started=started,
+            timeouts_retried=timeouts_retried, started=started, page_read=page_read,
         )
 
     def _get_page(self, url: str, *, step: str) -> httpx.Response:
@@ -280,7 +280,7 @@ class BCClient:
         while True:
             at_floor = size <= self._min_page_size
             try:
-                response = self._get(url, step=step, page_size=size, timeouts_retried=at_floor, started=started)
+                response = self._get(url, step=step, page_size=size, timeouts_retried=at_floor, started=started, page_read=True)
             except BCTimeout as error:
                 smaller = PAGE_SIZES.timed_out(key, size, self._min_page_size)
                 if smaller is None:
@@ -305,6 +305,7 @@ class BCClient:
         retry_transport: bool = True,
         timeouts_retried: bool = True,
         started: float | None = None,
+        page_read: bool = False,
     ) -> httpx.Response:
         """One BC request with the token, the request budget, the total deadline, backoff
         retries and a token renewal on 401. Every call goes through here, reads and the
@@ -312,6 +313,8 @@ class BCClient:
         `retry_transport=False`: a write that may have reached BC is not sent again after a
         dropped connection (only a connection that never opened is). `timeouts_retried=False`:
         a timeout raises BCTimeout at once (the caller asks again with a smaller page).
+        `page_read`: a timeout that outlasts the retries is a BCTimeout (that query's failure,
+        not the run's); elsewhere it stays BCUnavailable.
         Each attempt takes at most BC_TIMEOUT_SECONDS, and the whole call (from `started`, real
         time, plus the waits) at most BC_TIMEOUT_SECONDS + BC_MAX_RETRY_SECONDS."""
         if self.origin is None or origin_of(url) != self.origin:
@@ -335,7 +338,7 @@ class BCClient:
                         response = self._http.request(method, url, json=json, headers=sent)
             except httpx.TransportError as error:
                 failure: BCError = BCUnavailable(f"Business Central is unreachable ({type(error).__name__})", step=step)
-                if isinstance(error, httpx.TimeoutException) and not isinstance(error, httpx.ConnectTimeout):
+                if page_read and isinstance(error, httpx.TimeoutException) and not isinstance(error, httpx.ConnectTimeout):
                     failure = BCTimeout(f"Business Central did not answer within {allowed:.0f} s ({type(error).__name__})", step=step)
                     if not timeouts_retried:
                         raise failure from None
@@ -355,7 +358,7 @@ class BCClient:
                     self._tokens.invalidate()
                     continue
                 failure = decode_error(response, step=step)
-                if response.status_code in TIMEOUT_STATUSES:
+                if page_read and response.status_code in TIMEOUT_STATUSES:
                     failure = BCTimeout(failure.message, bc_code=failure.bc_code, correlation_id=failure.correlation_id,
                                         http_status=response.status_code, step=step)
                     if not timeouts_retried:

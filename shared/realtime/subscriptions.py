@@ -15,6 +15,7 @@ from shared.bc.subscriptions import SubscriptionClient, SubscriptionNotFound
 from shared.clock import parse_iso, to_iso
 from shared.entities import ENTITY_TYPES
 from shared.errors import ServiceError
+from shared.realtime.pending import PendingReads
 from shared.storage.integrations import Integration
 from shared.storage.subscriptions import ACTIVE, FAILED, Subscription, SubscriptionRepository, hash_client_state
 
@@ -89,6 +90,7 @@ def remove_all(app: App, integration: Integration) -> None:
     try:
         for sub in repository(app).list_for(integration.id):
             remove(app, integration, sub)
+        PendingReads(app.store).clear(integration.id)  # ids waiting to be read go with it
     except Exception:  # noqa: BLE001
         log.exception("realtime: could not remove the subscriptions of integration %s", integration.id)
 
@@ -115,7 +117,9 @@ def subscribe(app: App, integration: Integration, data_type: str, previous: Subs
     if url is None:
         _refused(sub, dict(NO_BASE_URL), now)
     else:
-        client_state = secrets.token_urlsafe(32)  # 43 characters, 256 bits
+        # 64 lower-case hex characters, 256 bits: Microsoft's own example shows BC answering a
+        # clientState in lower case, so one that is lower case already survives either way.
+        client_state = secrets.token_hex(32)
         try:
             with app.bc_client(integration) as client:
                 created = SubscriptionClient(client).create(notification_url=url, resource=sub.resource or "", client_state=client_state)

@@ -36,7 +36,9 @@ def client_state_matches(given: Any, stored_hash: str | None) -> bool:
     """Constant-time comparison of hashes (the length of what was given leaks nothing)."""
     if not isinstance(given, str) or not stored_hash:
         return False
-    return hmac.compare_digest(hash_client_state(given).encode(), stored_hash.encode())
+    exact = hmac.compare_digest(hash_client_state(given).encode(), stored_hash.encode())
+    folded = hmac.compare_digest(hash_client_state(given.lower()).encode(), stored_hash.encode())  # BC may fold case
+    return exact | folded
 
 
 @dataclass
