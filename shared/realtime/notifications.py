@@ -101,7 +101,7 @@ def handle(app: App, method: str, params: dict[str, str], body: bytes) -> Reply:
             integration = app.integrations.get(job.sub.userId, integration_id)
             if integration is None or not integration.realtime:
                 continue
-            if job.records:  # noted before the delta is queued: the run that follows reads them
+            if job.records and data_type in integration.entities:  # noted before the delta is queued: the run that follows reads them
                 outcome[f"{data_type}.byId"] = PendingReads(app.store).add(integration_id, data_type, job.records, now)
             if job.reconcile:
                 outcome[f"{data_type}.reconcile"] = note_reconcile(app, integration, [data_type])
