@@ -95,7 +95,7 @@ def _prune_changes(app: App, seconds: float = 20.0) -> int:
         items, next_token = [], None
     for integration in items:
         try:
-            result = prune_changes(app.store, tables, record_partitions(integration.id), cutoff, deadline=deadline)
+            result = prune_changes(app.store, tables, record_partitions(integration.id), cutoff, deadline=deadline, monotonic=app.clock.monotonic)
         except Exception:  # noqa: BLE001
             log.exception("housekeeping: change feed retention of integration %s failed", integration.id)
             continue

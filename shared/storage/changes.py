@@ -27,7 +27,7 @@ import weakref
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Iterator, Mapping
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
@@ -400,17 +400,18 @@ def prune_changes(
     cutoff: datetime,
     *,
     deadline: float | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
     max_rows: int = 20000,
 ) -> PruneResult:
     """Delete the change rows of these partitions written before `cutoff`, oldest first, within
-    a time (`deadline`, time.monotonic()) and row budget. Only a prefix of each partition goes
+    a time (`deadline`, on the `monotonic` clock) and row budget. Only a prefix of each partition goes
     (the first row not old enough stops it) and its newest row always stays: that is what lets
     a reader tell a pruned position (410) from one that is simply up to date."""
     limit = stamp(cutoff)
     result = PruneResult()
     for table in tables:
         for partition in partitions:
-            if (deadline is not None and time.monotonic() >= deadline) or result.removed >= max_rows:
+            if (deadline is not None and monotonic() >= deadline) or result.removed >= max_rows:
                 result.complete = False
                 return result
             rows = store.query(
