@@ -348,3 +348,75 @@ def test_a_record_flagged_deleted_in_bc_appears_in_the_change_feed_with_its_flag
     assert flagged and flagged[-1]["record"]["deletedInBC"] is True and flagged[-1]["record"]["deletedAt"]
     assert all(c["externalId"] != "never-synced-id" for c in changes)
     assert api.get(f"integrations/{integration['id']}/records/suppliers/never-synced-id").status == 404
+
+
+# -- every list against design.md §3 --------------------------------------------------------------
+def test_every_list_endpoint_follows_the_list_contract_and_only_takes_its_own_tokens(api: Api, sim: BCSimulator, app: App) -> None:
+    """Success envelope with `continuationToken` (null on the last page), `top` 1..1000, and a
+    token that is forged, truncated, malformed, deeply nested, of another list or of another
+    integration (or caller) answers 400 validation_error, never 500."""
+    from devtools.bcsim import DEMO_US_COMPANY_ID
+    from shared.openapi import build
+
+    first = synced(api, sim, entities=["suppliers", "products"])
+    assert api.sync(first["id"]).status == 200  # two runs, four log entries
+    second = synced(api, sim, entities=["suppliers", "products"], companyId=DEMO_US_COMPANY_ID)
+    assert api.sync(second["id"]).status == 200
+
+    def lists(iid: str) -> dict[str, str]:
+        return {"listIntegrations": "integrations", "listCompanies": f"integrations/{iid}/dynamics/companies",
+                "listSyncRuns": f"integrations/{iid}/sync-runs", "listSyncLogs": f"integrations/{iid}/sync-logs",
+                "listRecords": f"integrations/{iid}/records/suppliers", "listWebhookDeliveries": f"integrations/{iid}/webhook-deliveries"}
+
+    # Every GET that answers an array is one of these lists (the change feed pages by cursor).
+    paths = build()["paths"]
+
+    def answers_array(op: dict[str, Any]) -> bool:
+        schema = op["responses"]["200"]["content"].get("application/json", {}).get("schema", {})
+        return schema.get("properties", {}).get("data", {}).get("type") == "array"
+
+    array_gets = {op["operationId"]: op for item in paths.values() for method, op in item.items() if method == "get" and answers_array(op)}
+    assert set(array_gets) - {"readChanges"} == set(lists(first["id"]))
+    for name in lists(first["id"]):
+        schema = array_gets[name]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert "continuationToken" in schema["required"] and {"top", "continuationToken"} <= {p["name"] for p in array_gets[name]["parameters"]}
+
+    tokens: dict[str, dict[str, str]] = {first["id"]: {}, second["id"]: {}}
+    for iid in tokens:
+        for name, path in lists(iid).items():
+            reply = api.get(path, params={"top": 1})
+            assert reply.status == 200 and reply.body["success"] is True and "continuationToken" in reply.body, (name, reply.body)
+            assert len(reply.data) <= 1
+            everything = api.get(path, params={"top": 1000})
+            assert everything.status == 200 and everything.body["continuationToken"] is None, name  # the last page says so
+            if name == "listWebhookDeliveries":
+                assert reply.data == [] and reply.body["continuationToken"] is None  # no webhook: nothing delivered
+                continue
+            token = reply.body["continuationToken"]
+            assert isinstance(token, str), name  # each of these lists has two items or more
+            tokens[iid][name] = token
+            following = api.get(path, params={"top": 1000, "continuationToken": token})
+            assert following.status == 200 and following.data and following.data[0] != reply.data[0], name
+            assert len(following.data) == len(everything.data) - 1, name
+            for top in ("0", "1001", "-1", "x"):
+                bad_top = api.get(path, params={"top": top})
+                assert bad_top.status == 400 and bad_top.error["code"] == "validation_error" and "top" in bad_top.error["message"], (name, top)
+
+    own = tokens[first["id"]]
+    body, mac = own["listSyncLogs"].split(".")
+    malformed = ["garbage", "a.b.c", own["listSyncLogs"][:-5], body[:-8] + "." + mac, body + "." + mac[::-1],
+                 "[" * 3000 + "]" * 3000, '{"a":' * 3000, base64.urlsafe_b64encode(b"[" * 5000).decode(), "é" * 10, "x" * 20000]
+    for name, path in lists(first["id"]).items():
+        for bad in malformed:
+            reply = api.get(path, params={"continuationToken": bad})
+            assert reply.status == 400 and reply.error["code"] == "validation_error" and "continuationToken" in reply.error["message"], (name, bad[:20])
+        for other, token in own.items():  # another list's token
+            if other != name:
+                reply = api.get(path, params={"continuationToken": token})
+                assert reply.status == 400 and reply.error["code"] == "validation_error" and "another" in reply.error["message"], (name, other)
+        if name in tokens[second["id"]] and name != "listIntegrations":  # the same list of another integration
+            reply = api.get(path, params={"continuationToken": tokens[second["id"]][name]})
+            assert reply.status == 400 and "another" in reply.error["message"], name
+    # The integrations list is the caller's: another caller cannot page with it.
+    stranger = api.as_user("user-2").get("integrations", params={"continuationToken": own["listIntegrations"]})
+    assert stranger.status == 400 and stranger.error["code"] == "validation_error"
