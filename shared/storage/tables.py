@@ -8,10 +8,10 @@ import binascii
 import json
 import logging
 import os
+import random
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-import random
 from typing import Any, AsyncContextManager, Callable, Iterable, Iterator, Mapping, Protocol
 
 from azure.core import MatchConditions
