@@ -1,10 +1,11 @@
 """Change feed cost: requests and time to read 1,000 changes out of 200,000 stored records.
 
 Writes the records straight through TableStore.write in the shape the engine writes them
-(products, 16 partitions, pages of 1,000, each transaction with its change row), then 1,000
-changed records, then reads the feed after the first load through the real HTTP function.
-Also times the same writes with and without change rows (the write-side cost). Prints
-figures; asserts nothing. Azurite in memory; nothing else is needed."""
+(products, 16 partitions, pages of 1,000, each transaction with its change row and its
+partition's sequence row), then 1,000 changed records, then reads the feed after the first load
+through the real HTTP function, following the cursor to the first empty page. Also times the
+same writes with and without change rows (the write-side cost). Prints figures; asserts
+nothing. Azurite in memory; nothing else is needed."""
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ from typing import Any
 import requests
 
 from devtools.azurite import AzuriteServer
-from shared.storage.changes import ChangeLog, stamp
+from shared.storage.changes import SEQUENCE_KEY, ChangeLog, Sequences, stamp
 from shared.storage.tables import TableStore
 from shared.keys import record_partition
 
@@ -63,10 +64,11 @@ def product(index: int, integration_id: str, synced_at: str, version: int = 0) -
     }
 
 
-def write(store: TableStore, table: str, integration_id: str, indexes: list[int], clock: FixedClock | None, version: int = 0) -> float:
+def write(store: TableStore, table: str, integration_id: str, indexes: list[int], clock: FixedClock | None, version: int = 0,
+          sequences: Sequences | None = None) -> float:
     """Pages of 1,000 as the engine writes them; returns the seconds taken."""
     started = time.perf_counter()
-    attach = ChangeLog(clock) if clock else None
+    attach = ChangeLog(clock, sequences) if clock else None
     synced_at = stamp(datetime.now(timezone.utc))
     for at in range(0, len(indexes), 1000):
         ops = [("upsert", product(i, integration_id, synced_at, version)) for i in indexes[at : at + 1000]]
@@ -108,16 +110,19 @@ def main() -> None:
             print(f"  {label:<22}{args.write_sample:>8} records {seconds:>7.2f}s {args.write_sample / seconds:>7.0f} records/s")
 
         loaded_at = datetime.now(timezone.utc) - timedelta(hours=2)
-        seconds = write(store, "Products", integration.id, list(range(args.records)), FixedClock(loaded_at))
-        print(f"loaded {args.records} records (+ change rows) in {seconds:.1f}s")
-        changed = random.Random(7).sample(range(args.records), args.changes)
-        seconds = write(store, "Products", integration.id, changed, FixedClock(loaded_at + timedelta(minutes=30)), version=1)
-        print(f"changed {args.changes} of them in {seconds:.1f}s")
-
+        sequences = Sequences()
+        seconds = write(store, "Products", integration.id, list(range(args.records)), FixedClock(loaded_at), sequences=sequences)
+        print(f"loaded {args.records} records (+ change rows) in {seconds:.1f}s; sequence rows read {sequences.reads}, races lost {sequences.conflicts}")
         # The cursor a reader holds after reading the first load (made directly instead of
-        # reading 200,000 changes first): every partition just after the load's last stamp.
-        after_load = [[stamp(loaded_at + timedelta(minutes=10)), 0]] * 16
-        cursor = seal(app.settings, "changes", integration.id, "products", {"s": after_load, "a": None})
+        # reading 200,000 changes first): every partition at the number after the load's last.
+        from shared.keys import record_partitions
+
+        after_load = [[f"s{int(store.table('Products').get_entity(pk, SEQUENCE_KEY)['value']) + 1:012d}", 0]
+                      for pk in record_partitions(integration.id)]
+        cursor = seal(app.settings, "changes", integration.id, "products", {"v": 2, "p": after_load})
+        changed = random.Random(7).sample(range(args.records), args.changes)
+        seconds = write(store, "Products", integration.id, changed, FixedClock(loaded_at + timedelta(minutes=30)), version=1, sequences=sequences)
+        print(f"changed {args.changes} of them in {seconds:.1f}s")
         host = FunctionHost(ROOT)
         requests.Session.send = _counting_send  # type: ignore[method-assign]
 
@@ -135,14 +140,15 @@ def main() -> None:
         print(f"  {'read':<44}{'changes':>8}{'requests':>10}{'seconds':>9}")
         total_changes = total_requests = 0
         total_seconds = 0.0
-        following: str | None = cursor
-        while following:
-            count, next_cursor, more, elapsed, made = read(following, 1000)
+        following: str = cursor
+        while True:  # to the first empty page: that is "caught up"
+            count, following, more, elapsed, made = read(following, 1000)
             total_changes += count
             total_requests += made
             total_seconds += elapsed
-            print(f"  {'page of top=1000 after the first load':<44}{count:>8}{made:>10}{elapsed:>9.2f}")
-            following = next_cursor if more else None
+            print(f"  {'page of top=1000 after the first load':<44}{count:>8}{made:>10}{elapsed:>9.2f}   hasMore={more}")
+            if not count:
+                break
         print(f"  {'total':<44}{total_changes:>8}{total_requests:>10}{total_seconds:>9.2f}")
         count, _, more, elapsed, made = read(None, 1000)
         print(f"  {'first page from the beginning (top=1000)':<44}{count:>8}{made:>10}{elapsed:>9.2f}   hasMore={more}")

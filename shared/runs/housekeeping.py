@@ -28,6 +28,7 @@ def housekeeping(app: App) -> dict[str, Any]:
     except Exception:  # noqa: BLE001
         log.exception("housekeeping: webhook retries failed")
     summary["logsRemoved"], summary["retentionChecked"] = _retention_batch(app)
+    summary["changesPruned"] = _prune_changes(app)
     try:  # secrets still under a previous CREDENTIALS_KEY, a bounded batch per tick
         summary["keysReencrypted"] = reencrypt_integrations(app, limit=200).to_dict()
     except Exception:  # noqa: BLE001
@@ -68,3 +69,60 @@ def _retention_batch(app: App, batch: int = RETENTION_BATCH) -> tuple[int, int]:
     except Exception:  # noqa: BLE001
         log.exception("housekeeping: could not save the retention cursor")
     return removed, checked
+
+
+
+CHANGES_PRUNE_EVERY = timedelta(hours=6)  # an integration's change rows are looked at this often at most
+
+
+def _prune_changes(app: App, seconds: float = 20.0) -> int:
+    """Change feed retention (design.md §13): a round-robin batch of integrations per tick, each
+    looked at once per CHANGES_PRUNE_EVERY (a marker per integration) and only if it ever
+    synced, over the tables of the types it syncs; within a time budget (the rest waits for
+    the next tick). The pruning itself is shared/storage/changes.py's `prune_changes`."""
+    from shared.entities import ENTITY_TYPES
+    from shared.keys import record_partitions
+    from shared.storage.changes import prune_changes
+
+    cursor_table = app.store.table(CURSOR_TABLE)
+    try:
+        token = cursor_table.get_entity("cursor", "changes").get("token") or None
+    except Exception:  # noqa: BLE001 - missing or unreadable: start over
+        token = None
+    now = app.clock.now()
+    deadline = app.clock.monotonic() + seconds
+    cutoff = now - timedelta(days=app.settings.change_feed_retention_days)
+    removed = 0
+    try:
+        items, next_token = app.integrations.list_page_all(top=RETENTION_BATCH, continuation_token=token)
+    except Exception:  # noqa: BLE001 - a bad cursor starts over
+        log.exception("housekeeping: change feed retention listing failed; starting over")
+        items, next_token = [], None
+    synced = [i for i in items if i.lastSyncedAt and any(key in ENTITY_TYPES for key in i.entities)]
+
+    def due(integration: Any) -> bool:
+        try:
+            marker = cursor_table.get_entity("changes-pruned", integration.id)
+        except ResourceNotFoundError:
+            return True
+        return str(marker.get("at") or "") < (now - CHANGES_PRUNE_EVERY).isoformat()
+
+    for integration, is_due in zip(synced, app.store.map(due, synced)):
+        if not is_due:
+            continue
+        tables = [ENTITY_TYPES[key].table for key in integration.entities if key in ENTITY_TYPES]
+        try:
+            result = prune_changes(app.store, tables, record_partitions(integration.id), cutoff, deadline=deadline, monotonic=app.clock.monotonic)
+        except Exception:  # noqa: BLE001
+            log.exception("housekeeping: change feed retention of integration %s failed", integration.id)
+            continue
+        removed += result.removed
+        if not result.complete:
+            next_token = token  # out of budget: this batch again next tick
+            break
+        cursor_table.upsert_entity({"PartitionKey": "changes-pruned", "RowKey": integration.id, "at": now.isoformat()})
+    try:
+        cursor_table.upsert_entity({"PartitionKey": "cursor", "RowKey": "changes", "token": next_token or ""})
+    except Exception:  # noqa: BLE001
+        log.exception("housekeeping: could not save the change feed retention cursor")
+    return removed
