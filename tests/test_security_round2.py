@@ -1,0 +1,32 @@
+"""Security round 2 (issue 18, design §12): content types, the dev key by its bytes, the quota under
+concurrency, metered notifications, key rotation of refresh-token caches."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.app import App
+from tests.support import Api, integration_body
+
+
+# -- Content-Type: application/json (a cross-site form or text/plain post changes nothing) ---------------
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "", "application/jsonp",
+                                          "text/json"])
+def test_a_body_that_is_not_labelled_json_answers_415_and_creates_nothing(api: Api, content_type: str) -> None:
+    raw = json.dumps(integration_body()).encode()
+    headers = {"Content-Type": content_type} if content_type else {"Content-Type": ""}
+    reply = api.call("POST", "integrations", raw=raw, headers=headers)
+    assert reply.status == 415 and reply.error["code"] == "unsupported_media_type", reply.body
+    assert api.get("integrations").data == []
+
+
+def test_json_with_parameters_is_accepted_and_an_empty_body_needs_no_type(api: Api, sim) -> None:  # type: ignore[no-untyped-def]
+    raw = json.dumps(integration_body()).encode()
+    created = api.call("POST", "integrations", raw=raw, headers={"Content-Type": "Application/JSON; charset=utf-8"})
+    assert created.status == 201, created.body
+    iid = created.data["id"]
+    assert api.call("POST", f"integrations/{iid}/dynamics/sync", headers={"Content-Type": ""}).status == 200
+    # an empty body labelled as a form (a cross-site form with no fields) is refused too
+    assert api.call("POST", f"integrations/{iid}/dynamics/sync", headers={"Content-Type": "text/plain"}).status == 415
