@@ -1,6 +1,8 @@
 """Settings from environment variables (App Settings in Azure, local.settings.json locally)."""
 from __future__ import annotations
 
+import base64
+import hmac
 import os
 import re
 from dataclasses import dataclass, field
@@ -92,12 +94,7 @@ def _account_url(env: Mapping[str, str], name: str) -> str | None:
 
 
 def _keys(env: Mapping[str, str]) -> tuple[bytes, tuple[bytes, ...]]:
-    current_raw = env.get("CREDENTIALS_KEY")
-    if env.get("WEBSITE_INSTANCE_ID") and (current_raw or "").strip() == SAMPLE_DEV_KEY:
-        raise ConfigurationError(
-            "CREDENTIALS_KEY is the published sample dev key: in Azure set a random key (a Key Vault reference)"
-        )
-    current = parse_key(current_raw)
+    current = parse_key(env.get("CREDENTIALS_KEY"))
     previous = []
     for position, part in enumerate((env.get("CREDENTIALS_KEYS_PREVIOUS") or "").split(",")):
         if part.strip():
@@ -105,6 +102,18 @@ def _keys(env: Mapping[str, str]) -> tuple[bytes, tuple[bytes, ...]]:
                 previous.append(parse_key(part))
             except ConfigurationError as error:
                 raise ConfigurationError(f"CREDENTIALS_KEYS_PREVIOUS entry {position + 1}: {error.message}") from None
+    if env.get("WEBSITE_INSTANCE_ID"):
+        # Compared by decoded bytes: base64 has several spellings of one key (unused trailing
+        # bits, padding), and a previous key decrypts just as well as the current one.
+        dev = base64.b64decode(SAMPLE_DEV_KEY)
+        if hmac.compare_digest(current, dev):
+            raise ConfigurationError(
+                "CREDENTIALS_KEY is the published sample dev key: in Azure set a random key (a Key Vault reference)"
+            )
+        if any(hmac.compare_digest(k, dev) for k in previous):
+            raise ConfigurationError(
+                "CREDENTIALS_KEYS_PREVIOUS contains the published sample dev key: in Azure it must not decrypt anything"
+            )
     return current, tuple(k for k in previous if k != current)
 
 

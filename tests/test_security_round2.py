@@ -30,3 +30,25 @@ def test_json_with_parameters_is_accepted_and_an_empty_body_needs_no_type(api: A
     assert api.call("POST", f"integrations/{iid}/dynamics/sync", headers={"Content-Type": ""}).status == 200
     # an empty body labelled as a form (a cross-site form with no fields) is refused too
     assert api.call("POST", f"integrations/{iid}/dynamics/sync", headers={"Content-Type": "text/plain"}).status == 415
+
+
+# -- the sample dev key, however it is spelled, also as a previous key ------------------------------------
+def test_the_sample_dev_key_is_refused_in_azure_by_its_bytes(env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    from shared.errors import ConfigurationError
+    from shared.settings import SAMPLE_DEV_KEY, load_settings
+
+    variant = SAMPLE_DEV_KEY[:-2] + "F="  # unused trailing bits: another spelling of the same 32 bytes
+    assert variant != SAMPLE_DEV_KEY and base64.b64decode(variant) == base64.b64decode(SAMPLE_DEV_KEY)
+    monkeypatch.setenv("WEBSITE_INSTANCE_ID", "abc123")
+    for spelling in (variant, f"  {SAMPLE_DEV_KEY}\n"):
+        monkeypatch.setenv("CREDENTIALS_KEY", spelling)
+        with pytest.raises(ConfigurationError, match="sample dev key"):
+            load_settings()
+    monkeypatch.setenv("CREDENTIALS_KEY", base64.b64encode(b"k" * 32).decode())
+    monkeypatch.setenv("CREDENTIALS_KEYS_PREVIOUS", f"{base64.b64encode(b'p' * 32).decode()},{variant}")
+    with pytest.raises(ConfigurationError, match="CREDENTIALS_KEYS_PREVIOUS contains the published sample dev key"):
+        load_settings()
+    monkeypatch.delenv("WEBSITE_INSTANCE_ID")
+    assert load_settings()  # locally it is fine
