@@ -128,6 +128,7 @@ class App:
             max_retries=s.bc_max_retries,
             max_retry_seconds=s.bc_max_retry_seconds,
             timeout_seconds=s.bc_timeout_seconds,
+            max_response_bytes=s.bc_max_response_mb * 1024 * 1024,
             budget=RequestBudget(
                 self.store,
                 self.clock,

@@ -11,7 +11,7 @@ import os
 import ssl
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import certifi
 import httpcore
@@ -86,9 +86,14 @@ class _Transport(httpx.HTTPTransport):
         pool._network_backend = _Backend(getattr(pool, "_network_backend", None) or httpcore.SyncBackend())
 
 
-def bounded_client(*, verify: ssl.SSLContext, timeout: httpx.Timeout | float, **kwargs: Any) -> httpx.Client:
-    """An httpx.Client whose requests honour `total_deadline`; redirects are never followed."""
-    return httpx.Client(transport=_Transport(verify=verify), timeout=timeout, follow_redirects=False, **kwargs)
+def bounded_client(*, verify: ssl.SSLContext, timeout: httpx.Timeout | float,
+                   wrap: Callable[[httpx.BaseTransport], httpx.BaseTransport] | None = None, **kwargs: Any) -> httpx.Client:
+    """An httpx.Client whose requests honour `total_deadline`; redirects are never followed.
+    `wrap` puts a transport around the bounded one (the BC client's bounded answers)."""
+    transport: httpx.BaseTransport = _Transport(verify=verify)
+    if wrap is not None:
+        transport = wrap(transport)
+    return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False, **kwargs)
 
 
 def ssl_context() -> ssl.SSLContext:

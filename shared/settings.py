@@ -60,6 +60,11 @@ class Settings:
     require_client_principal: bool = False
     change_feed_settle_seconds: int = 120
     public_base_url: str | None = None  # realtime (design.md §10): the function app's public root
+    # -- security round 2 (design.md section 12) --
+    bc_max_response_mb: int = 64  # a BC answer's decoded body; more fails that request as bc_error
+    housekeeping_seconds: int = 60  # the timer's housekeeping budget per tick
+    webhook_delivery_retention_days: int = 7
+    notifications_per_hour: int = 60  # BC notifications acted on per integration; more are coalesced
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -192,6 +197,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         require_client_principal=_bool(env, "REQUIRE_CLIENT_PRINCIPAL"),
         change_feed_settle_seconds=_int(env, "CHANGE_FEED_SETTLE_SECONDS", 120, 0, 86400),
         public_base_url=_public_base_url(env.get("PUBLIC_BASE_URL")),
+        bc_max_response_mb=_int(env, "BC_MAX_RESPONSE_MB", 64, 1, 1024),
+        housekeeping_seconds=_int(env, "HOUSEKEEPING_SECONDS", 60, 5, 600),
+        webhook_delivery_retention_days=_int(env, "WEBHOOK_DELIVERY_RETENTION_DAYS", 7, 1, 365),
+        notifications_per_hour=_int(env, "NOTIFICATIONS_PER_HOUR", 60, 1, 100000),
     )
 
 

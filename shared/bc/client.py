@@ -14,12 +14,13 @@ from urllib.parse import quote
 import httpx
 
 from shared.bc.auth import Tokens
+from shared.bc.bounded import DEFAULT_MAX_RESPONSE_BYTES, bc_http_client
 from shared.bc.budget import RequestBudget
 from shared.bc.errors import decode_error
 from shared.clock import Clock
 from shared.destinations import origin_of
 from shared.errors import BCError, BCUnavailable
-from shared.outbound import bounded_client, ssl_context, total_deadline
+from shared.outbound import total_deadline
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class BCClient:
         max_retry_seconds: float = 120.0,
         timeout_seconds: float = 60.0,
         budget: "RequestBudget | None" = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.root = root.rstrip("/")
         #: The only origin (scheme, host, port) this client ever sends its bearer token to.
@@ -93,7 +95,8 @@ class BCClient:
         self._max_retries = max_retries
         self._max_retry_seconds = max_retry_seconds
         self._timeout = timeout_seconds  # per connect/read, and for each request in total
-        self._http = bounded_client(verify=ssl_context(), timeout=timeout_seconds)
+        # Answers come back decoded within max_response_bytes and 64 levels of JSON (bc_error otherwise).
+        self._http = bc_http_client(timeout=timeout_seconds, max_bytes=max_response_bytes)
         self.requests_made = 0
 
     def close(self) -> None:
