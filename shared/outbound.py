@@ -120,3 +120,32 @@ class MsalHttpClient:
 
     def close(self) -> None:
         self._http.close()
+
+
+def deadline_remaining(default: float) -> float:
+    """Seconds left before this thread's `total_deadline` (or `default` outside one)."""
+    deadline = getattr(_local, "deadline", None)
+    return default if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def within(seconds: float, fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) on a helper thread, given up after `seconds` (socket.getaddrinfo has no timeout
+    of its own: a slow resolver must not hold the caller past its deadline). A call given up on
+    finishes in the background and its result is dropped."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller
+            box["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True, name="bounded-call").start()
+    if not done.wait(max(0.0, seconds)):
+        raise TimeoutError(f"gave up after {seconds:.1f}s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

@@ -1,7 +1,6 @@
 """Integrations: create, list, get, update, delete (= disconnect)."""
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +17,7 @@ from shared.models import DelegatedIntegrationCreate, IntegrationCreate, Integra
 from shared.realtime import subscriptions as realtime
 from shared.storage.integrations import Integration
 from shared.storage.state import TypeState
+from shared.webhooks import new_secret as new_webhook_secret
 
 WHERE_TO = ("tenantId", "environment", "companyId", "baseUrl")
 #: A delegated sign-in is only good for the tenant, environment and host it was made for.
@@ -99,7 +99,7 @@ def _seal(app: App, integration: Integration, secret: str, *, webhook: bool = Fa
 
 
 def _new_webhook_secret(app: App, integration: Integration) -> str:
-    secret = "whsec_" + secrets.token_urlsafe(32)
+    secret = new_webhook_secret()  # whsec_ + standard base64: the Standard Webhooks libraries take it as is
     integration.webhookSecretEnc = _seal(app, integration, secret, webhook=True)
     return secret
 
