@@ -154,7 +154,7 @@ class WebhookNotifier:
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="webhook-retry")
         try:
             futures = [pool.submit(self._retry_one, key, iid, rk, deadline) for key, iid, rk in picked]
-            done, not_done = concurrent.futures.wait(futures, timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+            done, not_done = concurrent.futures.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
             counts["attempted"] = sum(1 for f in done if not f.exception() and f.result())
             counts["unfinished"] = len(not_done)
         finally:
