@@ -52,3 +52,31 @@ def test_the_sample_dev_key_is_refused_in_azure_by_its_bytes(env: dict, monkeypa
         load_settings()
     monkeypatch.delenv("WEBSITE_INSTANCE_ID")
     assert load_settings()  # locally it is fine
+
+
+# -- the integrations quota holds under concurrency ----------------------------------------------------
+def test_parallel_creates_never_exceed_the_quota(env: dict, clock, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    import uuid
+
+    from tests.security_support import rebuild
+
+    app = rebuild(monkeypatch, clock, MAX_INTEGRATIONS_PER_USER="3")
+    api = Api()
+    assert api.post("integrations", integration_body(companyId=str(uuid.uuid4()))).status == 201
+    start = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def create() -> None:
+        body = integration_body(companyId=str(uuid.uuid4()))
+        start.wait()
+        statuses.append(api.post("integrations", body).status)
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(statuses) == [201, 201] + [403] * 6, statuses
+    assert len(api.get("integrations").data) == 3
+    assert app.settings.max_integrations_per_user == 3
