@@ -64,7 +64,7 @@ class Settings:
     bc_max_response_mb: int = 64  # a BC answer's decoded body; more fails that request as bc_error
     housekeeping_seconds: int = 60  # the timer's housekeeping budget per tick
     webhook_delivery_retention_days: int = 7
-    notifications_per_hour: int = 60  # BC notifications acted on per integration; more are coalesced
+    notifications_per_hour: int = 120  # BC notifications acted on per integration and type; more coalesce
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -200,7 +200,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         bc_max_response_mb=_int(env, "BC_MAX_RESPONSE_MB", 64, 1, 1024),
         housekeeping_seconds=_int(env, "HOUSEKEEPING_SECONDS", 60, 5, 600),
         webhook_delivery_retention_days=_int(env, "WEBHOOK_DELIVERY_RETENTION_DAYS", 7, 1, 365),
-        notifications_per_hour=_int(env, "NOTIFICATIONS_PER_HOUR", 60, 1, 100000),
+        notifications_per_hour=_int(env, "NOTIFICATIONS_PER_HOUR", 120, 1, 100000),
     )
 
 

@@ -80,3 +80,33 @@ def test_parallel_creates_never_exceed_the_quota(env: dict, clock, monkeypatch: 
     assert sorted(statuses) == [201, 201] + [403] * 6, statuses
     assert len(api.get("integrations").data) == 3
     assert app.settings.max_integrations_per_user == 3
+
+
+# -- notifications metered per integration and type ------------------------------------------------------
+def test_a_tenant_knowing_its_client_state_cannot_flood_runs_and_bc_still_sees_202(
+    env: dict, clock, sim, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    from devtools.funchost import FunctionHost
+    from shared.realtime.notifications import handle
+    from tests.security_support import rebuild
+    from tests.support import ROOT
+
+    with FunctionHost(ROOT) as host:  # answers BC's handshake when subscribing
+        app = rebuild(monkeypatch, clock, PUBLIC_BASE_URL=host.base_url, NOTIFICATIONS_PER_HOUR="3")
+        api = Api()
+        created = api.create_integration(sim, realtime=True, entities=["suppliers"])
+        [sub] = list(sim.webhooks.subscriptions.values())
+        item = {"subscriptionId": sub.subscriptionId, "clientState": sub.clientState, "resource": sub.resource,
+                "changeType": "updated", "expirationDateTime": "2026-12-04T10:00:00Z",
+                "lastModifiedDateTime": "2026-12-01T10:00:00Z"}
+        body = json.dumps({"value": [item]}).encode()
+        outcomes = []
+        for _ in range(5):
+            reply = handle(app, "POST", {}, body)
+            assert reply.status == 202  # never a 4xx: BC would delete the subscription
+            outcomes.append(json.loads(reply.body)["data"]["outcome"]["suppliers"])
+        assert outcomes[:3] != ["metered"] * 3 and outcomes[3:] == ["metered", "metered"]
+        runs = app.runs.list(created["id"], top=100, continuation_token=None)[0]
+        assert len(runs) <= 1  # the admitted ones coalesced into one delta; the metered started nothing
+        clock.advance(3601)
+        assert json.loads(handle(app, "POST", {}, body).body)["data"]["outcome"]["suppliers"] != "metered"

@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 from shared.app import App
 from shared.errors import ConflictError, ServiceError
+from shared.realtime.metering import metered
 from shared.realtime.subscriptions import repository
 from shared.realtime.trigger import queue_delta
 from shared.storage.deletions import flag_deleted
@@ -90,7 +91,7 @@ def handle(app: App, method: str, params: dict[str, str], body: bytes) -> Reply:
     try:
         for (integration_id, data_type), job in work.items():
             integration = app.integrations.get(job.sub.userId, integration_id)
-            if integration is None or not integration.realtime:
+            if integration is None or not integration.realtime or metered(app, integration_id, data_type, outcome):
                 continue
             if job.delta:
                 try:
