@@ -110,3 +110,36 @@ def test_a_tenant_knowing_its_client_state_cannot_flood_runs_and_bc_still_sees_2
         assert len(runs) <= 1  # the admitted ones coalesced into one delta; the metered started nothing
         clock.advance(3601)
         assert json.loads(handle(app, "POST", {}, body).body)["data"]["outcome"]["suppliers"] != "metered"
+
+
+# -- infrastructure: private endpoints, purge protection, who may call -------------------------------------
+def test_the_templates_offer_private_endpoints_purge_protection_and_restricted_callers() -> None:
+    import re
+
+    from devtools.bicepcheck import check, module_params, params
+    from tests.support import ROOT
+
+    infra = ROOT / "infra"
+    main, api = (infra / "main.bicep").read_text(), (infra / "app" / "api.bicep").read_text()
+    vault, storage = (infra / "app" / "keyvault.bicep").read_text(), (infra / "app" / "storage.bicep").read_text()
+    network = (infra / "app" / "network.bicep").read_text()
+    assert check(infra / "main.bicep") == []
+    declared = params(infra / "main.bicep")
+    for name in ("privateNetworking", "authAllowedApplications", "authAllowedPrincipals", "oauthCallbackBehindAuth"):
+        assert declared[name] is True, name  # optional: a default keeps today's deployment
+    assert "enablePurgeProtection: true" in vault
+    for text in (vault, storage):
+        assert "publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'" in text
+        assert "defaultAction: privateNetworking ? 'Deny' : 'Allow'" in text
+    assert "module network './app/network.bicep' = if (privateNetworking)" in main
+    assert module_params(infra / "main.bicep")["network"][1] >= {"storageAccountName", "keyVaultName"}
+    for group in ("'blob'", "'queue'", "'table'", "'vault'"):
+        assert group in network, group
+    assert "Microsoft.Network/privateEndpoints" in network and "privatelink.vaultcore.azure.net" in network
+    assert "virtualNetworkSubnetId: empty(appSubnetId) ? null : appSubnetId" in api
+    assert re.search(r"defaultAuthorizationPolicy: \{\s*allowedApplications: allowedApplications\s*allowedPrincipals: \{\s*"
+                     r"identities: authAllowedPrincipals", api)
+    assert "allowedClientApplications: allowedApplications" in api
+    # the callback is anonymous unless the deployment puts it behind App Service Authentication
+    assert "oauthCallbackBehindAuth ? authExcludedPaths : concat(authExcludedPaths" in main
+    assert "authExcludedPaths: excludedPaths" in main
