@@ -106,3 +106,24 @@ def test_deliveries_are_pruned_after_the_retention(api: Api, app: App, sim: BCSi
     assert left == {"whd-new"}
     assert all("whd-old" not in e["RowKey"] for e in app.store.table("WebhookDue").list_entities())
 
+
+
+def test_a_delivery_left_pending_by_the_previous_version_is_indexed_and_retried(
+    api: Api, app: App, sim: BCSimulator, clock: FakeClock
+) -> None:
+    from tests.security_support import Trap
+
+    trap = Trap(sim.server_tls_context)
+    try:
+        created = api.create_integration(sim, entities=["suppliers"], webhookUrl=f"{trap.url}/hook")
+        # as the version before wrote it: no due index row, no secret of its own
+        app.store.table("WebhookDeliveries").upsert_entity({
+            "PartitionKey": created["id"], "RowKey": "0999-whd-legacy", "id": "whd-legacy", "userId": "user-1",
+            "url": f"{trap.url}/hook", "event": "sync.completed", "body": "{}", "status": "pending",
+            "attempts": "[]", "nextAttemptAt": "2000-01-01T00:00:00.000Z", "createdAt": "2000-01-01T00:00:00.000Z"})
+        first = housekeeping(app)
+        assert first["webhookIndex"] == "done"
+        assert [path for _, path, _ in trap.hits] == ["/hook"]  # indexed, then retried in the same tick
+        assert housekeeping(app)["webhookIndex"] == "done"
+    finally:
+        trap.close()

@@ -71,6 +71,20 @@ def _retention(app: App, budget: Budget) -> Any:
     return {"logsRemoved": removed, "retentionChecked": checked, "deliveriesRemoved": deliveries}
 
 
+def _webhook_index(app: App, budget: Budget) -> Any:
+    """Once: index the deliveries an older version left pending (it had no due index)."""
+    table = app.store.table(CURSOR_TABLE)
+    try:
+        ledger = dict(table.get_entity("cursor", "webhookindex"))
+    except ResourceNotFoundError:
+        ledger = {"done": False, "token": ""}
+    if ledger.get("done"):
+        return "done"
+    token = app.deliveries.index_unindexed(token=ledger.get("token") or None)
+    table.upsert_entity({"PartitionKey": "cursor", "RowKey": "webhookindex", "done": token is None, "token": token or ""})
+    return "done" if token is None else "indexing"
+
+
 def _webhooks(app: App, budget: Budget) -> Any:
     notifier = WebhookNotifier(app.deliveries, app.integrations, app.box, app.clock,
                                allow_private=app.settings.allow_private_webhooks)
@@ -80,7 +94,7 @@ def _webhooks(app: App, budget: Budget) -> Any:
 def steps() -> list[tuple[str, Job]]:
     """This tick's steps, in priority order."""
     return [("subscriptions", _subscriptions), ("keysReencrypted", _keys), ("retention", _retention),
-            *_EXTRA_STEPS, ("webhookRetries", _webhooks)]
+            *_EXTRA_STEPS, ("webhookIndex", _webhook_index), ("webhookRetries", _webhooks)]
 
 
 def housekeeping(app: App, *, seconds: float | None = None) -> dict[str, Any]:

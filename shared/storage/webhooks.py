@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -129,9 +129,15 @@ class WebhookDeliveryRepository:
         )
         return [to_api(e) for e in entities], token
 
-    def iter_pending(self) -> Iterator[dict[str, Any]]:
-        """Every pending delivery (a one-off walk for operators and tests; housekeeping uses the index)."""
-        return self._store.query(TABLE, "status eq 'pending'")
+    def index_unindexed(self, *, token: str | None, top: int = 100) -> str | None:
+        """One page of the one-time pass that indexes deliveries left pending by a version without
+        the due index; returns the cursor of the next page (None: done)."""
+        rows, token = self._store.query_page(TABLE, "status eq 'pending'", top=top, continuation_token=token)
+        for row in rows:  # this version's rows carry secretEnc and are indexed when written
+            if "secretEnc" not in row and row.get("nextAttemptAt"):
+                self._store.table(DUE_TABLE).upsert_entity(
+                    {"PartitionKey": _DUE_PARTITION, "RowKey": due_key(row), "userId": row.get("userId", "")})
+        return token
 
 
 def to_api(entity: dict[str, Any]) -> dict[str, Any]:
