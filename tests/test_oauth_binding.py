@@ -174,3 +174,12 @@ def test_the_pages_sign_in_works_in_a_browser_and_a_forwarded_link_does_not(
             assert owner.get(f"integrations/{created['id']}").data["status"] == "never_synced"
         finally:
             use_app(None)
+
+
+def test_the_binding_cookie_is_dropped_once_the_sign_in_completes(api: Api, app: App, sim: BCSimulator) -> None:
+    created = create_delegated(api)
+    cookie, location = start(api, sim, created["id"])
+    done = to_callback(api, location, as_owner=False, cookie=cookie)
+    assert done.status == 200
+    cleared = next(v for k, v in done.headers.items() if k.lower() == "set-cookie")
+    assert cleared.startswith(cookie.split("=")[0] + "=") and "Max-Age=0" in cleared and "Path=/api/oauth/callback" in cleared

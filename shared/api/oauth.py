@@ -141,6 +141,16 @@ def _complete(app: App, req: func.HttpRequest, wants_json: bool) -> func.HttpRes
         return _unbound(app, integration, wants_json)
     if not app.oauth_flows.spend(pending):
         return _invalid_state(wants_json)
+    response = _redeem(app, pending, integration, params, wants_json)
+    # The flow is spent: its binding cookie has nothing left to bind.
+    response.headers["Set-Cookie"] = (f"{binding_cookie_name(pending.key)}=; Path={CALLBACK_PATH}; Max-Age=0; "
+                                      "HttpOnly; Secure; SameSite=Lax")
+    return response
+
+
+def _redeem(app: App, pending: PendingFlow, integration: Integration, params: dict[str, str],
+            wants_json: bool) -> func.HttpResponse:
+    """The error Entra ID sent back, or the code exchanged for tokens (stored encrypted)."""
     if params.get("error"):
         denied = params["error"] == "access_denied"
         code = "authorization_denied" if denied else "authorization_failed"
