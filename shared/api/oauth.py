@@ -4,7 +4,11 @@ The flow msal makes (state, nonce, PKCE verifier) stays server-side, encrypted, 
 most ten minutes, tied to the integration and caller that started it; the integration also points
 at the one flow that may complete it, so an older or foreign state never sets its tokens. The
 callback is anonymous (the browser comes back from Entra ID with neither function key nor
-identity): the state is the credential, which is why it is stored only as a hash."""
+identity): the state is the credential, which is why it is stored only as a hash. It is not
+enough alone (RFC 9700 section 4.7): authorize also sets a binding cookie for the callback's path,
+and the callback connects only the browser that carries it, or the person who started the sign-in
+(their App Service identity header where authentication covers the callback). A callback from
+anyone else changes nothing and leaves the state usable by its owner."""
 from __future__ import annotations
 
 import html
