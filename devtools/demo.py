@@ -147,12 +147,17 @@ def delegated(api: Client, sim: BCSimulator, host_url: str) -> str:
     print(f"  id {iid}, status {created['status']}")
 
     heading("Sign in (POST .../dynamics/authorize, then the browser's round trip)")
-    started = api.call("POST", f"/integrations/{iid}/dynamics/authorize")
+    reply = api.http.post(f"/integrations/{iid}/dynamics/authorize")
+    started = reply.json()["data"]
+    # The sign-in is bound to this browser: authorize set a cookie that only the callback gets back
+    # (Secure, so a browser sends it over https or to localhost; this one is told to send it).
+    binding = reply.headers["set-cookie"].split(";")[0]
     print(f"  authorizationUrl {started['authorizationUrl'].split('?')[0]}?... (expires {started['expiresAt']})")
+    print(f"  binding cookie {binding.split('=')[0]}=... (HttpOnly; Secure; SameSite=Lax; Path=/api/oauth/callback)")
     with httpx.Client(verify=sim.ca_path, timeout=30) as browser:
         consent = browser.get(started["authorizationUrl"])  # the simulator consents for its demo user
         print(f"  Entra ID answered {consent.status_code}, redirecting to {consent.headers['Location'].split('?')[0]}")
-        page = browser.get(consent.headers["Location"])  # the browser lands on our callback
+        page = browser.get(consent.headers["Location"], headers={"Cookie": binding})  # the browser lands on our callback
     print(f"  callback answered {page.status_code}: {page.text.split('<h1>')[1].split('</h1>')[0]}")
     current = api.call("GET", f"/integrations/{iid}")
     print(f"  status {current['status']}, signed in as {current['authorizedUser']}")

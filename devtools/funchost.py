@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
@@ -161,8 +162,12 @@ def _reply(resp: Any) -> Reply:
         resp = func.HttpResponse(resp)
     if not isinstance(resp, func.HttpResponse):
         raise TypeError(f"main returned {type(resp).__name__}, expected azure.functions.HttpResponse")
-    skip = ("content-length", "content-type")
+    skip = ("content-length", "content-type", "set-cookie")
     headers = [(k, v) for k, v in resp.headers.items() if k.lower() not in skip]
+    # The Python worker hands Set-Cookie to the host as parsed cookies (http.cookies.SimpleCookie),
+    # and the host writes them again: do the same, so a cookie the worker would mangle fails here too.
+    for raw in resp.headers.get_all("Set-Cookie"):
+        headers += [("Set-Cookie", morsel.OutputString()) for morsel in SimpleCookie(raw).values()]
     content_type = resp.headers.get("content-type") or (
         f"{resp.mimetype}; charset={resp.charset}" if resp.mimetype.startswith("text/") else resp.mimetype
     )

@@ -38,11 +38,22 @@ param oauthClientSecret string
 @description('BC_ALLOWED_HOSTS: origins an integration baseUrl may use (comma-separated). Empty: the BC API host only.')
 param bcAllowedHosts string = ''
 
-@description('Paths App Service Authentication lets through without sign-in (the browser returning from Entra ID; BC webhook notifications).')
+@description('Paths App Service Authentication lets through without sign-in (BC webhook notifications; the OAuth callback unless oauthCallbackBehindAuth).')
 param authExcludedPaths array = [
-  '/api/oauth/callback'
   '/api/bc/notifications'
 ]
+
+@description('True: App Service Authentication covers /api/oauth/callback too, so the callback sees the identity of the person who started the sign-in (docs/deploy.md). False: the callback is anonymous and the binding cookie alone ties it to its browser.')
+param oauthCallbackBehindAuth bool = false
+
+@description('Client (application) ids allowed to call the API through App Service Authentication, besides the app itself. Empty: any application of the tenant.')
+param authAllowedApplications array = []
+
+@description('Object ids of the users or service principals allowed to call the API. Empty: any principal of the tenant.')
+param authAllowedPrincipals array = []
+
+@description('True: storage and Key Vault refuse public network traffic; the app reaches them through private endpoints in a virtual network (app/network.bicep). Deploying the package then needs network access to the storage account (docs/deploy.md).')
+param privateNetworking bool = false
 
 param resourceGroupName string = ''
 param functionAppName string = ''
@@ -51,6 +62,10 @@ var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
 var appName = !empty(functionAppName) ? functionAppName : '${abbrs.webSitesFunctions}bcsync-${resourceToken}'
+// The browser returns from Entra ID to the callback; it passes sign-in only when covered on purpose.
+var excludedPaths = oauthCallbackBehindAuth ? authExcludedPaths : concat(authExcludedPaths, [
+  '/api/oauth/callback'
+])
 var deploymentContainerName = 'app-package-${take(appName, 32)}-${take(resourceToken, 7)}'
 
 resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
@@ -77,6 +92,7 @@ module storage './app/storage.bicep' = {
     location: location
     tags: tags
     deploymentContainerName: deploymentContainerName
+    privateNetworking: privateNetworking
   }
 }
 
@@ -101,6 +117,19 @@ module vault './app/keyvault.bicep' = {
     credentialsKey: credentialsKey
     credentialsKeysPrevious: credentialsKeysPrevious
     oauthClientSecret: oauthClientSecret
+    privateNetworking: privateNetworking
+  }
+}
+
+module network './app/network.bicep' = if (privateNetworking) {
+  name: 'network'
+  scope: rg
+  params: {
+    name: '${abbrs.networkVirtualNetworks}bcsync-${resourceToken}'
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+    keyVaultName: vault.outputs.name
   }
 }
 
@@ -134,7 +163,10 @@ module api './app/api.bicep' = {
     oauthClientSecretUri: vault.outputs.oauthClientSecretUri
     oauthClientId: oauthClientId
     bcAllowedHosts: bcAllowedHosts
-    authExcludedPaths: authExcludedPaths
+    authExcludedPaths: excludedPaths
+    authAllowedApplications: authAllowedApplications
+    authAllowedPrincipals: authAllowedPrincipals
+    appSubnetId: privateNetworking ? network.outputs.appSubnetId : ''
   }
   // The identity must hold its roles before the host starts reaching storage and Key Vault.
   dependsOn: [

@@ -129,6 +129,7 @@ class App:
             max_retry_seconds=s.bc_max_retry_seconds,
             timeout_seconds=s.bc_timeout_seconds,
             min_page_size=s.bc_min_page_size,
+            max_response_bytes=s.bc_max_response_mb * 1024 * 1024,
             budget=RequestBudget(
                 self.store,
                 self.clock,

@@ -28,6 +28,23 @@ _ID_CLAIMS = frozenset({
 })
 MAX_USER_ID = 256
 _config_error_logged: set[str] = set()
+#: Content types a cross-site page can send without a CORS preflight (HTML forms, plain fetch).
+_SIMPLE_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def check_content_type(req: func.HttpRequest) -> None:
+    """A request with a body must say Content-Type: application/json (parameters such as charset
+    allowed), so a form or plain-text post from another site can never create or change anything
+    (design §12). An empty body needs no type, but an empty one labelled as a form is refused too:
+    a cross-site form with no fields must not trigger a sync either."""
+    raw = req.headers.get("Content-Type") or ""
+    media = raw.split(";", 1)[0].strip().lower()
+    body = req.get_body() or b""
+    if media == "application/json" or (not body and (not media or media not in _SIMPLE_TYPES)):
+        return
+    shown = (media or "none")[:100]
+    raise ServiceError(f"Content-Type must be application/json for a request with a body (got {shown!r})",
+                       code="unsupported_media_type", status=415)
 
 
 class Request:
@@ -128,6 +145,7 @@ def handle(req: func.HttpRequest, handler: Callable[[Request], func.HttpResponse
         return fail(error)
     try:
         check_body_size(req.get_body() or b"")  # before anything else reads it
+        check_content_type(req)
         return handler(Request(req, app))
     except ServiceError as error:
         if error.status >= 500:

@@ -23,6 +23,7 @@ ERROR_CODES = {
     409: "sync_in_progress, integration_disconnected or integration_exists",
     410: "cursor_expired: the cursor points before the change rows kept (CHANGE_FEED_RETENTION_DAYS); read again without a cursor",
     413: "payload_too_large: a body over 1 MiB",
+    415: "unsupported_media_type: a body without Content-Type: application/json",
     429: "rate_limited: see Retry-After",
     500: "configuration_error: a setting is missing or malformed",
     502: "bc_auth_failed, bc_forbidden, bc_company_not_found, bc_unavailable or bc_error",
@@ -199,7 +200,7 @@ def build() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/integrations": {
             "post": {"operationId": "createIntegration", "requestBody": _body("IntegrationCreate"),
-                     "responses": _responses(201, integration, [400, 403, 409, 413])},
+                     "responses": _responses(201, integration, [400, 403, 409, 413, 415])},
             "get": {"operationId": "listIntegrations", "parameters": [TOP, TOKEN],
                     "responses": _responses(200, paged_integrations, [400], paged=True)},
         },
@@ -207,14 +208,14 @@ def build() -> dict[str, Any]:
             "parameters": [ID],
             "get": {"operationId": "getIntegration", "responses": _responses(200, integration, [404])},
             "patch": {"operationId": "updateIntegration", "requestBody": _body("IntegrationUpdate"),
-                      "responses": _responses(200, integration, [400, 404, 409, 413])},
+                      "responses": _responses(200, integration, [400, 404, 409, 413, 415])},
             "delete": {"operationId": "disconnectIntegration", "responses": _responses(200, integration, [404])},
         },
         "/integrations/{id}/dynamics/sync": {
             "parameters": [ID],
             "post": {"operationId": "syncIntegration", "requestBody": _body("SyncBody", required=False),
                      "parameters": [_param("Prefer", "header", {"enum": ["respond-async"]})],
-                     "responses": {**_responses(200, counts, [400, 404, 409, 413, 429, 502]), "202": {
+                     "responses": {**_responses(200, counts, [400, 404, 409, 413, 415, 429, 502]), "202": {
                          "description": "Prefer: respond-async: the run is queued; follow Location",
                          "headers": {"Location": {"schema": {"type": "string"}}, "Retry-After": {"schema": {"type": "string"}}},
                          "content": {"application/json": {"schema": _success({"type": "object", "required": ["runId", "status"],
@@ -232,7 +233,7 @@ def build() -> dict[str, Any]:
         },
         "/dynamics/companies": {
             "post": {"operationId": "discoverCompanies", "requestBody": _body("CompanyDiscovery"),
-                     "responses": _responses(200, companies, [400, 413, 429, 502])},
+                     "responses": _responses(200, companies, [400, 413, 415, 429, 502])},
         },
         "/integrations/{id}/sync-runs": {
             "parameters": [ID],
@@ -256,7 +257,7 @@ def build() -> dict[str, Any]:
             "post": {"operationId": "authorizeIntegration", "requestBody": _body("AuthorizeBody", required=False),
                      "responses": _responses(200, {"type": "object", "required": ["authorizationUrl", "expiresAt"],
                                                    "properties": {"authorizationUrl": {"type": "string"}, "expiresAt": {"type": "string"}}},
-                                             [400, 404, 413])},
+                                             [400, 404, 413, 415])},
         },
         "/oauth/callback": {
             "get": {"operationId": "oauthCallback", "security": [],

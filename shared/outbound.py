@@ -11,7 +11,7 @@ import os
 import ssl
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import certifi
 import httpcore
@@ -86,9 +86,14 @@ class _Transport(httpx.HTTPTransport):
         pool._network_backend = _Backend(getattr(pool, "_network_backend", None) or httpcore.SyncBackend())
 
 
-def bounded_client(*, verify: ssl.SSLContext, timeout: httpx.Timeout | float, **kwargs: Any) -> httpx.Client:
-    """An httpx.Client whose requests honour `total_deadline`; redirects are never followed."""
-    return httpx.Client(transport=_Transport(verify=verify), timeout=timeout, follow_redirects=False, **kwargs)
+def bounded_client(*, verify: ssl.SSLContext, timeout: httpx.Timeout | float,
+                   wrap: Callable[[httpx.BaseTransport], httpx.BaseTransport] | None = None, **kwargs: Any) -> httpx.Client:
+    """An httpx.Client whose requests honour `total_deadline`; redirects are never followed.
+    `wrap` puts a transport around the bounded one (the BC client's bounded answers)."""
+    transport: httpx.BaseTransport = _Transport(verify=verify)
+    if wrap is not None:
+        transport = wrap(transport)
+    return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False, **kwargs)
 
 
 def ssl_context() -> ssl.SSLContext:
@@ -115,3 +120,32 @@ class MsalHttpClient:
 
     def close(self) -> None:
         self._http.close()
+
+
+def deadline_remaining(default: float) -> float:
+    """Seconds left before this thread's `total_deadline` (or `default` outside one)."""
+    deadline = getattr(_local, "deadline", None)
+    return default if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def within(seconds: float, fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) on a helper thread, given up after `seconds` (socket.getaddrinfo has no timeout
+    of its own: a slow resolver must not hold the caller past its deadline). A call given up on
+    finishes in the background and its result is dropped."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller
+            box["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True, name="bounded-call").start()
+    if not done.wait(max(0.0, seconds)):
+        raise TimeoutError(f"gave up after {seconds:.1f}s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

@@ -1,6 +1,8 @@
 """Settings from environment variables (App Settings in Azure, local.settings.json locally)."""
 from __future__ import annotations
 
+import base64
+import hmac
 import os
 import re
 from dataclasses import dataclass, field
@@ -59,6 +61,11 @@ class Settings:
     require_client_principal: bool = False
     change_feed_retention_days: int = 7  # change rows older than this are pruned (design.md §13)
     public_base_url: str | None = None  # realtime (design.md §10): the function app's public root
+    # -- security round 2 (design.md section 12) --
+    bc_max_response_mb: int = 64  # a BC answer's decoded body; more fails that request as bc_error
+    housekeeping_seconds: int = 60  # the timer's housekeeping budget per tick
+    webhook_delivery_retention_days: int = 7
+    notifications_per_hour: int = 120  # BC notifications acted on per integration and type; more coalesce
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -93,12 +100,7 @@ def _account_url(env: Mapping[str, str], name: str) -> str | None:
 
 
 def _keys(env: Mapping[str, str]) -> tuple[bytes, tuple[bytes, ...]]:
-    current_raw = env.get("CREDENTIALS_KEY")
-    if env.get("WEBSITE_INSTANCE_ID") and (current_raw or "").strip() == SAMPLE_DEV_KEY:
-        raise ConfigurationError(
-            "CREDENTIALS_KEY is the published sample dev key: in Azure set a random key (a Key Vault reference)"
-        )
-    current = parse_key(current_raw)
+    current = parse_key(env.get("CREDENTIALS_KEY"))
     previous = []
     for position, part in enumerate((env.get("CREDENTIALS_KEYS_PREVIOUS") or "").split(",")):
         if part.strip():
@@ -106,6 +108,18 @@ def _keys(env: Mapping[str, str]) -> tuple[bytes, tuple[bytes, ...]]:
                 previous.append(parse_key(part))
             except ConfigurationError as error:
                 raise ConfigurationError(f"CREDENTIALS_KEYS_PREVIOUS entry {position + 1}: {error.message}") from None
+    if env.get("WEBSITE_INSTANCE_ID"):
+        # Compared by decoded bytes: base64 has several spellings of one key (unused trailing
+        # bits, padding), and a previous key decrypts just as well as the current one.
+        dev = base64.b64decode(SAMPLE_DEV_KEY)
+        if hmac.compare_digest(current, dev):
+            raise ConfigurationError(
+                "CREDENTIALS_KEY is the published sample dev key: in Azure set a random key (a Key Vault reference)"
+            )
+        if any(hmac.compare_digest(k, dev) for k in previous):
+            raise ConfigurationError(
+                "CREDENTIALS_KEYS_PREVIOUS contains the published sample dev key: in Azure it must not decrypt anything"
+            )
     return current, tuple(k for k in previous if k != current)
 
 
@@ -185,6 +199,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         require_client_principal=_bool(env, "REQUIRE_CLIENT_PRINCIPAL"),
         change_feed_retention_days=_int(env, "CHANGE_FEED_RETENTION_DAYS", 7, 1, 3650),
         public_base_url=_public_base_url(env.get("PUBLIC_BASE_URL")),
+        bc_max_response_mb=_int(env, "BC_MAX_RESPONSE_MB", 64, 1, 1024),
+        housekeeping_seconds=_int(env, "HOUSEKEEPING_SECONDS", 60, 5, 600),
+        webhook_delivery_retention_days=_int(env, "WEBHOOK_DELIVERY_RETENTION_DAYS", 7, 1, 365),
+        notifications_per_hour=_int(env, "NOTIFICATIONS_PER_HOUR", 120, 1, 100000),
     )
 
 

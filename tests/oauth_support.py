@@ -61,11 +61,24 @@ def open_in_browser(sim: BCSimulator, url: str, **extra: str) -> httpx.Response:
             lg.setLevel(was)
 
 
-def to_callback(api: Api, location: str, *, accept: str | None = None) -> CallbackReply:
-    """Deliver Entra's redirect to the callback function (anonymous: no identity header)."""
+def binding_cookie(reply_headers: dict[str, str]) -> str:
+    """The `name=value` part of the binding cookie an authorize answer set."""
+    set_cookie = next(v for k, v in reply_headers.items() if k.lower() == "set-cookie")
+    return set_cookie.split(";")[0]
+
+
+def to_callback(api: Api, location: str, *, accept: str | None = None, cookie: str | None = None,
+                as_owner: bool = True) -> CallbackReply:
+    """Deliver Entra's redirect to the callback function. By default from the browser of `api`'s
+    user with App Service Authentication covering the callback (its identity header); `cookie`
+    brings the binding cookie instead; `as_owner=False` sends no identity (another browser)."""
     parts = urlsplit(location)
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == REDIRECT_URI, location
     headers = {"Accept": accept} if accept else {}
+    if cookie:
+        headers["Cookie"] = cookie
+    if as_owner and api.user:
+        headers["X-MS-CLIENT-PRINCIPAL-ID"] = api.user
     status, reply_headers, content = api.host.handle("GET", f"http://localhost/api/oauth/callback?{parts.query}", headers, b"")
     return CallbackReply(status, dict(reply_headers), content.decode("utf-8") if content else "")
 
@@ -76,7 +89,8 @@ def sign_in(api: Api, sim: BCSimulator, integration_id: str, **extra: str) -> Ca
     assert reply.status == 200, reply.body
     answer = open_in_browser(sim, reply.data["authorizationUrl"], **extra)
     assert answer.status_code == 302, answer.text
-    return to_callback(api, answer.headers["Location"])
+    # The starting browser comes back with its binding cookie (no identity header).
+    return to_callback(api, answer.headers["Location"], cookie=binding_cookie(reply.headers), as_owner=False)
 
 
 def json_of(reply: CallbackReply) -> dict[str, Any]:

@@ -216,7 +216,8 @@ def test_a_state_only_completes_its_own_integration(api: Api, app: App, sim: BCS
     their_location = begin(api.as_user("user-2"), sim, theirs["id"])
     my_code = parse_qs(urlsplit(my_location).query)["code"][0]
     their_state = parse_qs(urlsplit(their_location).query)["state"][0]
-    mixed = to_callback(api, f"{REDIRECT_URI}?code={my_code}&state={their_state}")
+    # (from user-2's own browser: anyone else's is refused before the code is even tried)
+    mixed = to_callback(api.as_user("user-2"), f"{REDIRECT_URI}?code={my_code}&state={their_state}")
     assert mixed.status == 200 and "result=error" in mixed.text
     assert app.token_caches.get("user-2", theirs["id"]) is None and app.token_caches.get("user-1", mine["id"]) is None
     assert api.get(f"integrations/{mine['id']}").data["status"] == "authorization_required"

@@ -114,9 +114,13 @@ def test_one_bad_delivery_never_stops_the_others_or_housekeeping(
             for name in ("badurl", "badsecret", "silent", "good")}
     urls = {"badurl": "https://bad host/x", "badsecret": f"{trap.url}/badsecret",
             "silent": f"https://127.0.0.1:{silent.getsockname()[1]}/x", "good": f"{trap.url}/good"}
-    for name, integration in made.items():
+    for name, integration in made.items():  # each delivery keeps its first attempt's URL and secret
+        delivery_id = f"whd-{name}"
+        sealed = app.box.encrypt("whsec_c2VjcmV0", context=f"webhook-delivery:{integration['id']}:{delivery_id}")
         app.deliveries.create(integration_id=integration["id"], user_id="user-1", url=urls[name], event="sync.completed",
-                              body=json.dumps({"event": "sync.completed", "integrationId": integration["id"]}), at=clock.now())
+                              body=json.dumps({"event": "sync.completed", "integrationId": integration["id"]}), at=clock.now(),
+                              secret_enc="v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" if name == "badsecret" else sealed,
+                              delivery_id=delivery_id)
     for name, integration in made.items():  # not due for a sync: only the deliveries run
         entity = app.store.table("Integrations").get_entity(_pk("user-1"), integration["id"])
         entity["nextSyncAt"] = "2999-01-01T00:00:00Z"

@@ -16,6 +16,10 @@ param oauthClientSecretUri string = ''
 param oauthClientId string
 param bcAllowedHosts string = ''
 param authExcludedPaths array = []
+param authAllowedApplications array = []
+param authAllowedPrincipals array = []
+@description('The subnet the app integrates with (private networking); empty: none.')
+param appSubnetId string = ''
 param bcApiBaseUrl string = 'https://api.businesscentral.dynamics.com'
 param authorityHost string = 'https://login.microsoftonline.com'
 param instanceMemoryMB int = 2048
@@ -59,6 +63,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     // Key Vault references resolve with this identity (a user-assigned one must be named).
     keyVaultReferenceIdentity: identityId
+    // Private networking: storage and Key Vault are reached through the virtual network.
+    virtualNetworkSubnetId: empty(appSubnetId) ? null : appSubnetId
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
@@ -86,6 +92,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
+// The app's own sign-in (the page) always counts among the allowed applications once any are named.
+var allowedApplications = empty(authAllowedApplications) ? [] : union(authAllowedApplications, [
+  oauthClientId
+])
 var publicBaseUrl = 'https://${site.properties.defaultHostName}'
 
 // Every setting the code reads (tests/test_deployment.py checks this list against shared/ and
@@ -139,6 +149,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     DISCOVERIES_PER_HOUR: '30'
     REQUIRE_CLIENT_PRINCIPAL: 'false'
     CHANGE_FEED_RETENTION_DAYS: '7'
+    BC_MAX_RESPONSE_MB: '64'
+    HOUSEKEEPING_SECONDS: '60'
+    WEBHOOK_DELIVERY_RETENTION_DAYS: '7'
+    NOTIFICATIONS_PER_HOUR: '120'
   }
 }
 
@@ -171,6 +185,17 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = {
             oauthClientId
             'api://${oauthClientId}'
           ]
+          // Only these client applications' tokens are accepted (the platform's own), and only
+          // these principals; empty lists leave the tenant's default (any).
+          jwtClaimChecks: {
+            allowedClientApplications: allowedApplications
+          }
+          defaultAuthorizationPolicy: {
+            allowedApplications: allowedApplications
+            allowedPrincipals: {
+              identities: authAllowedPrincipals
+            }
+          }
         }
       }
     }

@@ -10,6 +10,8 @@ param credentialsKey string
 param credentialsKeysPrevious string = ''
 @secure()
 param oauthClientSecret string = ''
+@description('True: no public network access; the app reaches the vault through a private endpoint (network.bicep).')
+param privateNetworking bool = false
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
@@ -24,7 +26,14 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     softDeleteRetentionInDays: 7
-    publicNetworkAccess: 'Enabled'
+    // A deleted vault (and CREDENTIALS_KEY with it) stays recoverable for the retention period:
+    // nobody, not even an owner, can purge it early. Irreversible once set, as intended.
+    enablePurgeProtection: true
+    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
+    networkAcls: {
+      defaultAction: privateNetworking ? 'Deny' : 'Allow'
+      bypass: 'AzureServices'
+    }
   }
 }
 

@@ -1,7 +1,6 @@
 """Integrations: create, list, get, update, delete (= disconnect)."""
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +17,9 @@ from shared.http import Request, ok
 from shared.models import DelegatedIntegrationCreate, IntegrationCreate, IntegrationUpdate, validate
 from shared.realtime import subscriptions as realtime
 from shared.storage.integrations import Integration
+from shared.storage.quotas import SlotRepository
 from shared.storage.state import TypeState
+from shared.webhooks import new_secret as new_webhook_secret
 
 WHERE_TO = ("tenantId", "environment", "companyId", "baseUrl")
 #: A delegated sign-in is only good for the tenant, environment and host it was made for.
@@ -41,19 +42,35 @@ def check_destinations(app: App, body: object) -> None:
         check_webhook_url(getattr(body, "webhookUrl", None), allow_private=app.settings.allow_private_webhooks)
 
 
-def _check_quota(app: App, user_id: str) -> None:
-    """MAX_INTEGRATIONS_PER_USER: disconnected ones count too (they keep their data)."""
-    limit = app.settings.max_integrations_per_user
+def _count(app: App, user_id: str, stop_at: int) -> int:
+    """The user's integrations (disconnected ones count too: they keep their data), up to `stop_at`."""
     count, token = 0, None
     while True:
         page, token = app.integrations.list_for_user(user_id, top=1000, continuation_token=token)
         count += len(page)
-        if count >= limit:
-            raise QuotaExceeded(
-                f"This user already has {count} integrations, the most allowed (MAX_INTEGRATIONS_PER_USER={limit})"
-            )
-        if not token:
-            return
+        if count >= stop_at or not token:
+            return count
+
+
+def _quota_error(limit: int) -> QuotaExceeded:
+    return QuotaExceeded(f"This user already has {limit} integrations, the most allowed (MAX_INTEGRATIONS_PER_USER={limit})")
+
+
+def _check_quota(app: App, user_id: str) -> None:
+    """MAX_INTEGRATIONS_PER_USER, early (before any work); `_claim_slot` makes it exact."""
+    limit = app.settings.max_integrations_per_user
+    if _count(app, user_id, limit) >= limit:
+        raise _quota_error(limit)
+
+
+def _claim_slot(app: App, integration: Integration) -> str:
+    """A numbered slot below the limit, won by one insert: parallel creates never exceed it."""
+    limit = app.settings.max_integrations_per_user
+    slot = SlotRepository(app.store).claim(integration.userId, integration.id,
+                                           first=_count(app, integration.userId, limit), limit=limit)
+    if slot is None:
+        raise _quota_error(limit)
+    return slot
 
 
 def load(request: Request) -> Integration:
@@ -100,7 +117,7 @@ def _seal(app: App, integration: Integration, secret: str, *, webhook: bool = Fa
 
 
 def _new_webhook_secret(app: App, integration: Integration) -> str:
-    secret = "whsec_" + secrets.token_urlsafe(32)
+    secret = new_webhook_secret()  # whsec_ + standard base64: the Standard Webhooks libraries take it as is
     integration.webhookSecretEnc = _seal(app, integration, secret, webhook=True)
     return secret
 
@@ -154,7 +171,12 @@ def create(request: Request) -> func.HttpResponse:
     if not delegated:
         integration.clientSecretEnc = _seal(app, integration, body.clientSecret)
     webhook_secret = _new_webhook_secret(app, integration) if integration.webhookUrl else None
-    app.integrations.upsert(integration)
+    slot = _claim_slot(app, integration)
+    try:
+        app.integrations.upsert(integration)
+    except Exception:
+        SlotRepository(app.store).release(integration.userId, slot)
+        raise
     if integration.realtime:
         realtime.apply(app, integration)  # BC's handshake reaches PUBLIC_BASE_URL meanwhile
     data = view(app, integration)

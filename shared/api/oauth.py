@@ -4,7 +4,11 @@ The flow msal makes (state, nonce, PKCE verifier) stays server-side, encrypted, 
 most ten minutes, tied to the integration and caller that started it; the integration also points
 at the one flow that may complete it, so an older or foreign state never sets its tokens. The
 callback is anonymous (the browser comes back from Entra ID with neither function key nor
-identity): the state is the credential, which is why it is stored only as a hash."""
+identity): the state is the credential, which is why it is stored only as a hash. It is not
+enough alone (RFC 9700 section 4.7): authorize also sets a binding cookie for the callback's path,
+and the callback connects only the browser that carries it, or the person who started the sign-in
+(their App Service identity header where authentication covers the callback). A callback from
+anyone else changes nothing and leaves the state usable by its owner."""
 from __future__ import annotations
 
 import html
@@ -29,11 +33,37 @@ from shared.errors import ConfigurationError, ServiceError, ValidationError
 from shared.http import Request, ok
 from shared.models import AuthorizeBody, validate
 from shared.storage.integrations import Integration
+from shared.http import IDENTITY_HEADER
 from shared.storage.oauth import PendingFlow
 
 log = logging.getLogger(__name__)
 
 FLOW_LIFETIME = timedelta(minutes=10)
+#: The callback's route: the binding cookie is sent only there.
+CALLBACK_PATH = "/api/oauth/callback"
+BINDING_COOKIE = "bcsync_signin_"
+
+
+def binding_cookie_name(flow_key: str) -> str:
+    """One cookie per sign-in (named after its state's hash), so two sign-ins started in one
+    browser do not overwrite each other's binding."""
+    return BINDING_COOKIE + flow_key[:16]
+
+
+def _binding_cookie(flow_key: str, value: str) -> str:
+    max_age = int(FLOW_LIFETIME.total_seconds())
+    return (f"{binding_cookie_name(flow_key)}={value}; Path={CALLBACK_PATH}; Max-Age={max_age}; "
+            "HttpOnly; Secure; SameSite=Lax")
+
+
+def _cookies(header: str) -> dict[str, str]:
+    """name -> value from a Cookie header; anything malformed is skipped, never an error."""
+    found: dict[str, str] = {}
+    for part in header[:8192].split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name.startswith(BINDING_COOKIE):
+            found.setdefault(name, value.strip().strip('"'))
+    return found
 _SAFE_TEXT = re.compile(r"[^\w .,:;'()/@+=-]")
 
 
@@ -58,7 +88,9 @@ def authorize(request: Request) -> func.HttpResponse:
         )
     now = app.clock.now()
     expires_at = now + FLOW_LIFETIME
-    key = app.oauth_flows.add(user_id=integration.userId, integration_id=integration.id, flow=flow, expires_at=expires_at)
+    binding = secrets.token_urlsafe(32)  # the browser keeps it; storage keeps only its hash
+    key = app.oauth_flows.add(user_id=integration.userId, integration_id=integration.id, flow=flow,
+                              expires_at=expires_at, binding=binding)
 
     def point(current: Integration) -> None:
         current.oauthFlow = key  # only the newest sign-in may complete
@@ -67,7 +99,10 @@ def authorize(request: Request) -> func.HttpResponse:
     app.integrations.update(integration.userId, integration.id, point)
     app.oauth_flows.prune(now)
     log.info("sign-in started for integration %s", integration.id)
-    return ok({"authorizationUrl": flow["auth_uri"], "expiresAt": to_iso(expires_at)})
+    response = ok({"authorizationUrl": flow["auth_uri"], "expiresAt": to_iso(expires_at)})
+    response.headers["Set-Cookie"] = _binding_cookie(key, binding)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 # -- the callback -------------------------------------------------------------------------------
@@ -80,20 +115,46 @@ def callback(req: func.HttpRequest) -> func.HttpResponse:
         log.error("configuration error: %s", error.message)
         return _page(500, "Sign-in is not available", error.message, wants_json, code=error.code)
     try:
-        return _complete(app, dict(req.params or {}), wants_json)
+        return _complete(app, req, wants_json)
     except Exception:  # never a stack trace (or a code) to the browser
         log.exception("the sign-in callback failed")
         return _page(500, "Sign-in failed", "Internal error; start the sign-in again.", wants_json, code="internal_error")
 
 
-def _complete(app: App, params: dict[str, str], wants_json: bool) -> func.HttpResponse:
-    pending = app.oauth_flows.take(params.get("state", ""), app.clock.now())
+def _invalid_state(wants_json: bool) -> func.HttpResponse:
+    log.info("sign-in callback with an unknown, expired, used or replaced state")
+    return _page(400, "This sign-in link is no longer valid",
+                 "It is unknown, expired (after 10 minutes), already used, or replaced by a newer sign-in. "
+                 "Start the sign-in again from the app.", wants_json, code="invalid_state")
+
+
+def _complete(app: App, req: func.HttpRequest, wants_json: bool) -> func.HttpResponse:
+    params: dict[str, str] = dict(req.params or {})
+    pending = app.oauth_flows.find(params.get("state", ""), app.clock.now())
     integration = app.integrations.get(pending.user_id, pending.integration_id) if pending else None
-    if pending is None or integration is None or integration.authMode != "delegated" or integration.oauthFlow != pending.key:
-        log.info("sign-in callback with an unknown, expired, used or replaced state")
-        return _page(400, "This sign-in link is no longer valid",
-                     "It is unknown, expired (after 10 minutes), already used, or replaced by a newer sign-in. "
-                     "Start the sign-in again from the app.", wants_json, code="invalid_state")
+    if pending is None:
+        return _invalid_state(wants_json)
+    if integration is None or integration.authMode != "delegated" or integration.oauthFlow != pending.key:
+        app.oauth_flows.spend(pending)  # replaced by a newer sign-in or its integration is gone: dead either way
+        return _invalid_state(wants_json)
+    cookie = _cookies(req.headers.get("Cookie") or "").get(binding_cookie_name(pending.key))
+    if not pending.bound_to(cookie=cookie, principal=(req.headers.get(IDENTITY_HEADER) or "").strip()):
+        # Not the browser or person that started it (RFC 9700 §4.7): someone was sent the link.
+        # Nothing changes and the state stays usable by its owner until it expires.
+        log.warning("sign-in callback for integration %s from another browser refused", pending.integration_id)
+        return _unbound(app, integration, wants_json)
+    if not app.oauth_flows.spend(pending):
+        return _invalid_state(wants_json)
+    response = _redeem(app, pending, integration, params, wants_json)
+    # The flow is spent: its binding cookie has nothing left to bind.
+    response.headers["Set-Cookie"] = (f"{binding_cookie_name(pending.key)}=; Path={CALLBACK_PATH}; Max-Age=0; "
+                                      "HttpOnly; Secure; SameSite=Lax")
+    return response
+
+
+def _redeem(app: App, pending: PendingFlow, integration: Integration, params: dict[str, str],
+            wants_json: bool) -> func.HttpResponse:
+    """The error Entra ID sent back, or the code exchanged for tokens (stored encrypted)."""
     if params.get("error"):
         denied = params["error"] == "access_denied"
         code = "authorization_denied" if denied else "authorization_failed"
@@ -147,6 +208,14 @@ def _record(app: App, pending: PendingFlow, *, error: dict[str, str] | None = No
         current.nextSyncAt = now
 
     app.integrations.update(pending.user_id, pending.integration_id, change)
+
+
+def _unbound(app: App, integration: Integration, wants_json: bool) -> func.HttpResponse:
+    message = ("This sign-in was started in another browser or by another person: open the sign-in from the "
+               "app in the browser where you started it. Nothing was connected.")
+    if app.settings.oauth_return_url:
+        return _finish(app, integration, "error", message, wants_json)
+    return _page(400, "This sign-in belongs to another browser", message, wants_json, code="sign_in_not_bound")
 
 
 def _finish(app: App, integration: Integration, result: str, message: str, wants_json: bool) -> func.HttpResponse:

@@ -26,12 +26,13 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from shared.bc.auth import Tokens
+from shared.bc.bounded import DEFAULT_MAX_RESPONSE_BYTES, bc_http_client
 from shared.bc.budget import RequestBudget
 from shared.bc.errors import decode_error
 from shared.clock import Clock
 from shared.destinations import origin_of
 from shared.errors import BCError, BCUnavailable
-from shared.outbound import bounded_client, ssl_context, total_deadline
+from shared.outbound import total_deadline
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ class BCClient:
         timeout_seconds: float = 490.0,
         budget: "RequestBudget | None" = None,
         min_page_size: int = 50,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.root = root.rstrip("/")
         #: The only origin (scheme, host, port) this client ever sends its bearer token to.
@@ -164,7 +166,8 @@ class BCClient:
         self._max_retries = max_retries
         self._max_retry_seconds = max_retry_seconds
         self._timeout = timeout_seconds  # per attempt, in total (connect, headers and body)
-        self._http = bounded_client(verify=ssl_context(), timeout=httpx.Timeout(timeout_seconds, connect=min(CONNECT_TIMEOUT_SECONDS, timeout_seconds)))
+        # Answers come back decoded within max_response_bytes and 64 levels of JSON (bc_error otherwise).
+        self._http = bc_http_client(timeout=httpx.Timeout(timeout_seconds, connect=min(CONNECT_TIMEOUT_SECONDS, timeout_seconds)), max_bytes=max_response_bytes)
         self.requests_made = 0
 
     def close(self) -> None:

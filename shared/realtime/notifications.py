@@ -29,6 +29,7 @@ from shared.app import App
 from shared.errors import ConflictError, ServiceError
 from shared.realtime.pending import PendingReads
 from shared.realtime.resources import parse
+from shared.realtime.metering import metered
 from shared.realtime.subscriptions import repository
 from shared.realtime.trigger import note_reconcile, queue_delta
 from shared.storage.deletions import flag_deleted
@@ -99,7 +100,7 @@ def handle(app: App, method: str, params: dict[str, str], body: bytes) -> Reply:
     try:
         for (integration_id, data_type), job in work.items():
             integration = app.integrations.get(job.sub.userId, integration_id)
-            if integration is None or not integration.realtime:
+            if integration is None or not integration.realtime or metered(app, integration_id, data_type, outcome):
                 continue
             if job.records and data_type in integration.entities:  # noted before the delta is queued: the run that follows reads them
                 outcome[f"{data_type}.byId"] = PendingReads(app.store).add(integration_id, data_type, job.records, now)

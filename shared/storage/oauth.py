@@ -7,6 +7,7 @@ it without racing every other write to the integration."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +35,11 @@ def state_key(state: str) -> str:
     return hashlib.sha256(state.encode("utf-8")).hexdigest()
 
 
+def binding_hash(binding: str) -> str:
+    """What is stored of a sign-in's binding cookie (the cookie itself only the browser holds)."""
+    return hashlib.sha256(("oauth-binding:" + binding).encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True)
 class PendingFlow:
     key: str
@@ -41,6 +47,15 @@ class PendingFlow:
     integration_id: str
     expires_at: datetime
     flow: dict[str, Any]  # msal's auth-code flow: state, nonce, PKCE verifier, redirect_uri
+    binding_hash: str = ""  # SHA-256 of the binding cookie set by authorize (RFC 9700 §4.7.1)
+    etag: str = ""
+
+    def bound_to(self, *, cookie: str | None, principal: str | None) -> bool:
+        """True when the callback comes from the browser (cookie) or the person (identity header)
+        that started this sign-in."""
+        if cookie and self.binding_hash and hmac.compare_digest(binding_hash(cookie), self.binding_hash):
+            return True
+        return bool(principal) and hmac.compare_digest(str(principal).encode(), self.user_id.encode())
 
 
 @dataclass(frozen=True)
@@ -58,33 +73,51 @@ class FlowRepository:
     def _context(key: str, user_id: str, integration_id: str) -> str:
         return f"oauth-flow:{key}:{user_id}:{integration_id}"
 
-    def add(self, *, user_id: str, integration_id: str, flow: dict[str, Any], expires_at: datetime) -> str:
+    def add(self, *, user_id: str, integration_id: str, flow: dict[str, Any], expires_at: datetime,
+            binding: str = "") -> str:
         key = state_key(flow["state"])
         sealed = self._box.encrypt(json.dumps(flow), context=self._context(key, user_id, integration_id))
         self._store.table(FLOWS).create_entity(
             {"PartitionKey": _FLOW_PARTITION, "RowKey": key, "userId": user_id, "integrationId": integration_id,
-             "expiresAt": to_iso(expires_at), "flowEnc": sealed}
+             "expiresAt": to_iso(expires_at), "flowEnc": sealed, "bindingHash": binding_hash(binding) if binding else ""}
         )
         return key
 
-    def take(self, state: str, now: datetime) -> PendingFlow | None:
-        """The flow for this state, removed so it can never be used again; None when unknown,
-        already taken (by a replay racing this one too) or expired."""
+    def find(self, state: str, now: datetime) -> PendingFlow | None:
+        """The live flow for this state, left in place (a callback from the wrong browser must not
+        burn its owner's state); None when unknown, already taken or expired."""
         if not state or len(state) > 512:
             return None
-        client = self._store.table(FLOWS)
         key = state_key(state)
         try:
-            entity = client.get_entity(_FLOW_PARTITION, key)
-            client.delete_entity(_FLOW_PARTITION, key, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified)
-        except (ResourceNotFoundError, ResourceModifiedError):
+            entity = self._store.table(FLOWS).get_entity(_FLOW_PARTITION, key)
+        except ResourceNotFoundError:
             return None
         expires_at = parse_iso(entity["expiresAt"])
         if expires_at <= now:
+            try:  # expired: nobody can use it any more
+                self._store.table(FLOWS).delete_entity(_FLOW_PARTITION, key)
+            except ResourceNotFoundError:
+                pass
             return None
         user_id, integration_id = entity["userId"], entity["integrationId"]
         flow = json.loads(self._box.decrypt(entity["flowEnc"], context=self._context(key, user_id, integration_id)))
-        return PendingFlow(key, user_id, integration_id, expires_at, flow)
+        return PendingFlow(key, user_id, integration_id, expires_at, flow, str(entity.get("bindingHash") or ""),
+                           entity.metadata["etag"])
+
+    def spend(self, pending: PendingFlow) -> bool:
+        """Remove the flow so it can never be used again; False when a replay racing this one took it."""
+        try:
+            self._store.table(FLOWS).delete_entity(_FLOW_PARTITION, pending.key, etag=pending.etag,
+                                                   match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return False
+        return True
+
+    def take(self, state: str, now: datetime) -> PendingFlow | None:
+        """find + spend: the flow for this state, removed; None when unknown, taken or expired."""
+        pending = self.find(state, now)
+        return pending if pending is not None and self.spend(pending) else None
 
     def prune(self, now: datetime, *, limit: int = 200) -> int:
         """Delete flows that expired unused (a person who never came back from the sign-in)."""

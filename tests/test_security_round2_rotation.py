@@ -1,0 +1,52 @@
+"""Key rotation covers the refresh-token caches of delegated integrations, and housekeeping does
+not walk every integration each tick (design §12)."""
+from __future__ import annotations
+
+import base64
+import os
+from typing import Iterator
+
+import pytest
+
+from devtools.bcsim import DEMO_COMPANY_ID, DEMO_OAUTH_CLIENT_ID, DEMO_OAUTH_CLIENT_SECRET, BCSimulator
+from shared.app import App, use_app
+from shared.keys import encode_key
+from shared.runs.housekeeping import housekeeping
+from shared.settings import load_settings
+from tests.oauth_support import REDIRECT_URI, create_delegated, sign_in
+from tests.security_support import rebuild
+from tests.support import Api, FakeClock
+
+
+@pytest.fixture
+def app(env: dict[str, str], clock: FakeClock, sim: BCSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    monkeypatch.setenv("OAUTH_CLIENT_ID", DEMO_OAUTH_CLIENT_ID)
+    monkeypatch.setenv("OAUTH_CLIENT_SECRET", DEMO_OAUTH_CLIENT_SECRET)
+    monkeypatch.setenv("OAUTH_REDIRECT_URI", REDIRECT_URI)
+    sim.register_oauth_app([REDIRECT_URI])
+    instance = App(load_settings(), clock=clock)
+    use_app(instance)
+    yield instance
+    use_app(None)
+
+
+def test_a_dormant_delegated_integration_survives_removing_the_old_key(
+    api: Api, app: App, sim: BCSimulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    created = create_delegated(api, companyId=DEMO_COMPANY_ID)
+    assert sign_in(api, sim, created["id"]).status == 200
+    old_key = env["CREDENTIALS_KEY"]
+    new_key = base64.b64encode(os.urandom(32)).decode()
+    rotated = rebuild(monkeypatch, clock, CREDENTIALS_KEY=new_key, CREDENTIALS_KEYS_PREVIOUS=old_key)
+    row = rotated.store.table("OAuthTokens").get_entity(encode_key("user-1"), encode_key(created["id"]))
+    assert not rotated.box.is_current(row["cacheEnc"])  # the dormant cache is under the old key
+
+    first = housekeeping(rotated)["keysReencrypted"]
+    assert first["reencrypted"] >= 1 and first["phase"] == "integrations"
+    row = rotated.store.table("OAuthTokens").get_entity(encode_key("user-1"), encode_key(created["id"]))
+    assert rotated.box.is_current(row["cacheEnc"])
+    # The pass is done: later ticks do not walk the integrations again (until the next key).
+    assert housekeeping(rotated)["keysReencrypted"] == {"phase": "done", "reencrypted": 0, "failed": 0}
+
+    rebuild(monkeypatch, clock, CREDENTIALS_KEYS_PREVIOUS=None)  # the old key removed
+    assert api.post(f"integrations/{created['id']}/dynamics/test").status == 200
