@@ -206,7 +206,7 @@ class Handler(BaseHTTPRequestHandler):
             if (r["set"], r["sub"]) != ("salesOrders", "salesOrderLines"):
                 raise ODataError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{r['sub']}'.")
             self._single(es, r["rid"] or "", {}, "")
-            lines = EntitySet("salesOrderLines", TEMPLATES["salesOrderLines"])
+            lines = EntitySet("salesOrderLines", TEMPLATES["salesOrderLines"], sim._guid_key)
             lines.types = store.sets["salesOrderLines"].types
             lines.rows = {ln["id"]: ln for ln in store.lines(r["rid"])}
             return self._list(lines, pairs, query, headers, f"{ctx}({r['rid']})/salesOrderLines", bool(r["count"]))
@@ -295,6 +295,9 @@ class Handler(BaseHTTPRequestHandler):
             elif route == ("POST", "oauth") and parts[1:] == ["consent"]:
                 sim.directory.grants.decline_all = bool(data.get("decline"))
                 out = {"declineAll": sim.directory.grants.decline_all}
+            elif route == ("POST", "id_order"):
+                sim.set_id_order(str(data.get("order", "sql")))
+                out = {"idOrder": sim.id_order}
             elif route == ("POST", "advance"):
                 sim.advance(float(data.get("seconds", 0)))
                 out = {"now": fmt_dt(sim.now)}

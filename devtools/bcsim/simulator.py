@@ -13,6 +13,7 @@ from typing import Any
 from .auth import Directory
 from .certs import Certs, make_certs
 from .faults import FaultPlan
+from .guids import guid_key_for
 from .odata import ODataError
 from .seed import SEED_BASE, fmt_dt
 from .server import QuietServer, make_server
@@ -47,8 +48,12 @@ class RecordedRequest:
 class BCSimulator:
     """Entra ID authority + BC API v2.0 over HTTPS on 127.0.0.1, with deterministic demo data."""
 
-    def __init__(self, seed: int = 42) -> None:
+    def __init__(self, seed: int = 42, *, id_order: str = "sql") -> None:
+        """`id_order`: how GUIDs sort and compare (`$orderby=id`, `gt`/`lt`, `$skiptoken`): "sql"
+        (SQL Server uniqueidentifier order, as BC does) or "text" (the other reading)."""
         self.seed = seed
+        self.id_order = id_order
+        self._guid_key = guid_key_for(id_order)
         self._lock = threading.RLock()
         self._wall0, self._mono0, self._offset = datetime.now(timezone.utc), time.monotonic(), timedelta()
         self.faults = FaultPlan()
@@ -187,16 +192,25 @@ class BCSimulator:
             self.directory.tenant(tenant_id, create=True)
             tenant = tenant_id.lower()
             if tenant not in self._companies:
-                self._companies[tenant] = EntitySet("companies", TEMPLATES["companies"])
+                self._companies[tenant] = EntitySet("companies", TEMPLATES["companies"], self._guid_key)
             self._companies[tenant].put({
                 "id": cid, "systemVersion": "25.5.31452.0", "timestamp": rng.randint(2000, 90000), "name": name,
                 "displayName": display_name or name, "businessProfileId": "", "systemCreatedAt": created,
                 "systemCreatedBy": admin, "systemModifiedAt": created, "systemModifiedBy": admin})
-            store = self._stores[cid] = CompanyStore(cid, tenant, self.seed, self._lock, lambda: self.now)
+            store = self._stores[cid] = CompanyStore(cid, tenant, self.seed, self._lock, lambda: self.now,
+                                                     self._guid_key)
             store.on_change = lambda entity_set, rid, change, cid=cid: self.webhooks.changed(cid, entity_set, rid, change)
             for entity_set in ("vendors", "customers", "items", "salesOrders", "generalLedgerEntries"):
                 store.bulk(entity_set, (SMALL_SIZES if sizes is None else sizes).get(entity_set, 0))
         return cid
+
+    def set_id_order(self, id_order: str) -> None:
+        """Switch how GUIDs sort and compare ("sql" or "text") for every company, from now on."""
+        key = guid_key_for(id_order)
+        with self._lock:
+            self.id_order, self._guid_key = id_order, key
+            for es in [*self._companies.values(), *(s for st in self._stores.values() for s in st.sets.values())]:
+                es.set_guid_order(key)
 
     def company(self, company_id: str = DEMO_COMPANY_ID) -> CompanyStore:
         return self._stores[company_id.lower()]
@@ -209,7 +223,7 @@ class BCSimulator:
 
     # ---- used by the server --------------------------------------------------------------------
     def _company_set(self, tenant_id: str) -> EntitySet:
-        return self._companies.get(tenant_id.lower()) or EntitySet("companies", TEMPLATES["companies"])
+        return self._companies.get(tenant_id.lower()) or EntitySet("companies", TEMPLATES["companies"], self._guid_key)
 
     def _store_for(self, tenant_id: str, company_id: str | None) -> CompanyStore:
         store = self._stores.get((company_id or "").strip("'").lower())
