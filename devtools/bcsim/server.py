@@ -303,6 +303,13 @@ class Handler(BaseHTTPRequestHandler):
                 out = {"now": fmt_dt(sim.now)}
             elif route == ("POST", "companies") and len(parts) == 5 and parts[4] == "stock":
                 out = sim.company(parts[1]).post_stock(parts[3], float(data["quantity"]))
+            elif route == ("POST", "companies") and len(parts) == 4 and parts[2] == "lines":
+                out = sim.company(parts[1]).edit_line_only(parts[3], **data)
+            elif route == ("POST", "companies") and len(parts) == 4 and parts[2] == "uncommitted":
+                at = data.pop("modified_at", None)
+                out = sim.company(parts[1]).add(parts[3], data, modified_at=at, committed=False)
+            elif route == ("POST", "companies") and len(parts) == 3 and parts[2] == "commit":
+                out = {"committed": sim.company(parts[1]).commit()}
             elif route == ("POST", "companies") and len(parts) == 4:
                 out = sim.company(parts[1]).update(parts[2], parts[3], modified_at=data.pop("modified_at", None), **data)
             if out is None:

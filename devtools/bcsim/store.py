@@ -156,6 +156,8 @@ class CompanyStore:
         self.lines_by_order: dict[str, set[str]] = {}
         self.extensions: dict[str, dict[str, Any]] = {}
         self._version = 0  # feeds etags so every write gets a fresh one
+        #: rows written but not committed yet: (entity_set, row), invisible until `commit()`
+        self.uncommitted: list[tuple[str, dict[str, Any]]] = []
         #: (entity_set, record id, changeType) -> None: the webhook hub listens here
         self.on_change: Callable[[str, str, str], None] | None = None
 
@@ -252,9 +254,15 @@ class CompanyStore:
             return dict(rec) if rec else None
 
     # ---- write API -----------------------------------------------------------------------
-    def add(self, entity_set: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """Insert with BC defaults; id/number/etag/lastModifiedDateTime generated when missing."""
+    def add(self, entity_set: str, fields: dict[str, Any], *, modified_at: datetime | str | None = None,
+            committed: bool = True) -> dict[str, Any]:
+        """Insert with BC defaults; id/number/etag/lastModifiedDateTime generated when missing.
+
+        `committed=False` plays a long transaction: the row is stamped now (or `modified_at`) and
+        numbered at insert, but stays invisible (no read, no notification) until `commit()`."""
         with self._lock:
+            if not committed:
+                return self._add_uncommitted(entity_set, fields, modified_at)
             if entity_set == "salesOrderLines":
                 f = dict(fields)
                 return self.add_order_line(f.pop("documentId"), f.pop("itemId"), f.pop("quantity", 1),
@@ -265,7 +273,7 @@ class CompanyStore:
             key = es.pk
             rec[key] = self.factory.next_number(entity_set) if key in ("number", "entryNumber") else rec[key]
             if "lastModifiedDateTime" in rec:
-                rec["lastModifiedDateTime"] = self._stamp(None)
+                rec["lastModifiedDateTime"] = self._stamp(modified_at)
             rec.update(fields)
             rec = self._store(entity_set, rec)
             self._changed(entity_set, rec["id"], "created")
@@ -273,6 +281,46 @@ class CompanyStore:
                 self._store("itemLedgerEntries", self.factory.item_ledger_entry(
                     rec, float(rec["inventory"]), rec["lastModifiedDateTime"]))
             return dict(rec)
+
+    def _add_uncommitted(self, entity_set: str, fields: dict[str, Any],
+                         modified_at: datetime | str | None) -> dict[str, Any]:
+        es = self._set(entity_set)
+        rec = {k: v for k, v in TEMPLATES[entity_set].items() if k != "@odata.etag"}
+        rec["id"] = self.factory.new_id()
+        if es.pk in ("number", "entryNumber"):
+            rec[es.pk] = self.factory.next_number(entity_set)
+        if "lastModifiedDateTime" in rec:
+            rec["lastModifiedDateTime"] = self._stamp(modified_at)
+        rec.update(fields)
+        rec = {"@odata.etag": etag_for(rec["id"], str(rec.get("lastModifiedDateTime", ""))), **rec}
+        self.uncommitted.append((entity_set, rec))
+        return dict(rec)
+
+    def commit(self) -> list[str]:
+        """The long transaction commits: its rows appear at once, with the stamps they were
+        written with (earlier than any watermark taken meanwhile); returns their ids."""
+        with self._lock:
+            rows, self.uncommitted = self.uncommitted, []
+            for entity_set, rec in rows:
+                self._store(entity_set, {k: v for k, v in rec.items() if k != "@odata.etag"})
+                self._changed(entity_set, rec["id"], "created")
+            return [rec["id"] for _, rec in rows]
+
+    def edit_line_only(self, line_id: str, **fields: Any) -> dict[str, Any]:
+        """Edit a sales order line's description or shipment date the way BC can: the line
+        changes, the order's `lastModifiedDateTime` (and etag) do NOT, yet the order's webhook
+        subscription is told the order was `updated`."""
+        allowed = {"description", "description2", "shipmentDate"}
+        if not fields or set(fields) - allowed:
+            raise ValueError(f"a line-only edit changes only {sorted(allowed)}, not {sorted(set(fields) - allowed)}")
+        with self._lock:
+            line = self.sets["salesOrderLines"].rows[line_id]
+            line.update(fields)
+            self._version += 1
+            line["@odata.etag"] = etag_for(line_id, str(self._version))
+            self.sets["salesOrderLines"].changed(set(fields))
+            self._changed("salesOrders", line["documentId"], "updated")
+            return dict(line)
 
     def update(self, entity_set: str, record_id: str, *, modified_at: datetime | str | None = None,
                **fields: Any) -> dict[str, Any]:

@@ -187,7 +187,7 @@ class WebhookHub:
             for sub in list(self.subscriptions.values()):
                 if sub.company_id != company_id or sub.entity_set != entity_set or sub.expirationDateTime <= now:
                     continue
-                resource = sub.resource + (f"({record_id})" if change_type == "deleted" else "")
+                resource = sub.resource + f"({record_id})"  # BC names the record for every change type
                 item = {"subscriptionId": sub.subscriptionId, "clientState": sub.clientState,
                         "expirationDateTime": fmt_dt(sub.expirationDateTime), "resource": resource,
                         "changeType": change_type, "lastModifiedDateTime": fmt_dt(now)}
