@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from .faults import bc_error_body
+from .faults import Fault, bc_error_body
+from .limits import TooManyRequests
 from .odata import MAX_PAGE, ODataError, count, parse_query, project, run
 from .seed import fmt_dt
 from .store import TEMPLATES, EntitySet
@@ -81,9 +82,11 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._route(path, pairs, headers, body)
         except ODataError as e:
-            extra = {"WWW-Authenticate": f'Bearer authorization_uri="{self.sim.base_url}/common/oauth2/authorize"'}
-            self._send(e.status, bc_error_body(e.code, e.message), "application/json; charset=utf-8",
-                       extra if e.status == 401 else {})
+            extra = {"WWW-Authenticate": f'Bearer authorization_uri="{self.sim.base_url}/common/oauth2/authorize"'} \
+                if e.status == 401 else {}
+            if isinstance(e, TooManyRequests) and e.retry_after is not None:
+                extra["Retry-After"] = f"{e.retry_after:g}"
+            self._send(e.status, bc_error_body(e.code, e.message), "application/json; charset=utf-8", extra)
         except (ConnectionError, OSError):
             self.close_connection = True
         except Exception as e:  # a simulator bug should read like a BC 500, not hang the client
@@ -169,6 +172,12 @@ class Handler(BaseHTTPRequestHandler):
         t = sim.directory.tenant(tenant)
         if t is None or m["env"].lower() not in t.environments:
             return self._send(404, NO_ENVIRONMENT, "application/xml")
+        with sim.limits.admit(f"{tok.tenant_id}|{tok.client_id}|{tok.user_oid or ''}"):
+            return self._api_admitted(m, tenant, pairs, headers, body)
+
+    def _api_admitted(self, m: re.Match[str], tenant: str, pairs: list[tuple[str, str]], headers: dict[str, str],
+                      body: bytes) -> None:
+        sim = self.sim
         if s := SUBSCRIPTIONS_RE.match(m["rest"]):
             return self._subscriptions(tenant, m["env"].lower(), s["sid"], headers, body)
         if self.command != "GET":
@@ -181,6 +190,10 @@ class Handler(BaseHTTPRequestHandler):
         api_root = sim.base_url + self.raw_path[: self.raw_path.find("/api/v2.0/") + len("/api/v2.0")]
         ctx = f"{api_root}/$metadata#companies"
         query = dict(pairs)
+        if r["set"] is not None and (r["rid"] is None or r["sub"] is not None) and not r["count"]:
+            slow = sim.slow.hold(_page_size(headers), self.raw_path)  # outside the data lock
+            if slow is not None:
+                return self._send(slow, *Fault(slow).response())
         with sim._lock:  # build copies under the lock, serialize after releasing it
             status, obj, ctype, extra = self._api_reply(r, tenant, ctx, pairs, query, headers)
         if isinstance(obj, bytes):
@@ -229,9 +242,8 @@ class Handler(BaseHTTPRequestHandler):
         q = parse_query(query, es, expand)
         if want_count:
             return 200, str(count(es, q)).encode(), "text/plain; charset=utf-8", _odata_headers()
-        size, extra = MAX_PAGE, _odata_headers()
-        if pm := re.search(r"odata\.maxpagesize\s*=\s*(\d+)", headers.get("prefer", "")):
-            size = max(1, min(int(pm[1]), MAX_PAGE))
+        size, extra = _page_size(headers), _odata_headers()
+        if "odata.maxpagesize" in headers.get("prefer", ""):
             extra["Preference-Applied"] = f"odata.maxpagesize={size}"
         page, top_left = run(es, q, size)
         value = [project(rec, q.select) for rec in page]
@@ -298,6 +310,17 @@ class Handler(BaseHTTPRequestHandler):
             elif route == ("POST", "id_order"):
                 sim.set_id_order(str(data.get("order", "sql")))
                 out = {"idOrder": sim.id_order}
+            elif route == ("POST", "limits"):
+                sim.limits.configure(**data)
+                out = {"limits": {k: getattr(sim.limits, k) for k in ("per_window", "window_seconds", "concurrent",
+                                                                      "queued", "retry_after", "enabled")}}
+            elif route == ("POST", "slow"):
+                sim.slow.configure(data.get("threshold"), float(data.get("seconds", 0)), data.get("status"),
+                                   data.get("path_contains"))
+                out = {"slow": {"threshold": sim.slow.threshold, "seconds": sim.slow.seconds, "status": sim.slow.status}}
+            elif route == ("DELETE", "slow"):
+                sim.slow.off()
+                out = {"slow": None}
             elif route == ("POST", "advance"):
                 sim.advance(float(data.get("seconds", 0)))
                 out = {"now": fmt_dt(sim.now)}
@@ -317,6 +340,13 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, out)
         except (KeyError, TypeError, ValueError) as e:
             self._json(400, {"error": repr(e)})
+
+
+def _page_size(headers: dict[str, str]) -> int:
+    """The page size a list request gets: its `Prefer: odata.maxpagesize`, else the server's."""
+    if pm := re.search(r"odata\.maxpagesize\s*=\s*(\d+)", headers.get("prefer", "")):
+        return max(1, min(int(pm[1]), MAX_PAGE))
+    return MAX_PAGE
 
 
 def _odata_headers() -> dict[str, str]:

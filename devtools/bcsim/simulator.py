@@ -14,6 +14,7 @@ from .auth import Directory
 from .certs import Certs, make_certs
 from .faults import FaultPlan
 from .guids import guid_key_for
+from .limits import RateLimits, SlowPages
 from .odata import ODataError
 from .seed import SEED_BASE, fmt_dt
 from .server import QuietServer, make_server
@@ -57,6 +58,10 @@ class BCSimulator:
         self._lock = threading.RLock()
         self._wall0, self._mono0, self._offset = datetime.now(timezone.utc), time.monotonic(), timedelta()
         self.faults = FaultPlan()
+        #: BC's request limits per credential (sliding 5-minute window, 5 at once + 95 queued)
+        self.limits = RateLimits(lambda: self.now.timestamp())
+        #: heavy pages that take long (off until configured)
+        self.slow = SlowPages()
         self.directory = Directory(lambda: self.now)
         self.requests: list[RecordedRequest] = []
         self._requests_lock = threading.Lock()
@@ -86,6 +91,7 @@ class BCSimulator:
         return self
 
     def stop(self) -> None:
+        self.slow.off()  # let held requests finish so the server can shut down
         self.webhooks.close()
         if self._server is not None:
             self._server.shutdown()
