@@ -31,6 +31,7 @@ AUTHORIZE_RE = re.compile(r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/authorize$")
 KEYS_RE = re.compile(r"^/(?P<tenant>[^/]+)/discovery/v2\.0/keys$")
 Reply = tuple[int, Any, str, dict[str, str]]
 ODATA_JSON = "application/json; odata.metadata=minimal; odata.streaming=true"
+DEMO_TENANT = "7b0f3c1e-4d2a-4f6b-9c8e-2a1d5e6f7a80"  # simulator.DEMO_TENANT_ID (no import circle)
 NO_ENVIRONMENT = (b'<error xmlns="http://docs.oasis-open.org/odata/ns/metadata">\n    <code>NoEnvironment</code>\n'
                   b'    <message>Environment does not exist.</message>\n</error>')
 
@@ -321,6 +322,20 @@ class Handler(BaseHTTPRequestHandler):
             elif route == ("DELETE", "slow"):
                 sim.slow.off()
                 out = {"slow": None}
+            elif route == ("POST", "webhooks") and parts[1:] == ["foreign"]:
+                out = {"added": len(sim.webhooks.add_foreign(data.get("tenant", DEMO_TENANT), data.get(
+                    "environment", "production"), int(data.get("count", 1))))}
+            elif route == ("POST", "webhooks") and parts[1:] == ["environment_copy"]:
+                out = {"dropped": sim.webhooks.copy_environment(data.get("tenant", DEMO_TENANT),
+                                                               data.get("environment", "production"))}
+            elif route == ("POST", "webhooks") and parts[1:] == ["options"]:
+                hub = sim.webhooks
+                for key in ("resource_form", "collection_threshold", "delay_seconds", "limit"):
+                    if key in data:
+                        if key == "resource_form" and data[key] not in ("subscribed", "no_slash", "slash", "absolute"):
+                            raise ValueError(f"unknown resource_form {data[key]!r}")
+                        setattr(hub, key, data[key])
+                out = {k: getattr(hub, k) for k in ("resource_form", "collection_threshold", "delay_seconds", "limit")}
             elif route == ("POST", "advance"):
                 sim.advance(float(data.get("seconds", 0)))
                 out = {"now": fmt_dt(sim.now)}
