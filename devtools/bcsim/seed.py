@@ -114,6 +114,16 @@ class Factory:
             return f"{1896 + 4 * i}-{'W' if i % 4 == 3 else 'S'}" if i < 1000 else f"I{i:06d}"
         if entity_set == "salesOrders":
             return str(101001 + i)
+        if entity_set == "salesInvoices":
+            return f"PS-INV{103001 + i}"
+        if entity_set == "salesCreditMemos":
+            return f"PS-CM{104001 + i}"
+        if entity_set == "purchaseInvoices":
+            return str(108001 + i)
+        if entity_set == "purchaseOrders":  # not an entity set here: numbers of the orders invoices name
+            return str(106001 + i)
+        if entity_set == "accounts":
+            return f"7{i:04d}"
         return i + 1  # ledger entry numbers
 
     def _party(self, i: int, names: list[str]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from .faults import Fault, bc_error_body
 from .limits import TooManyRequests
 from .odata import MAX_PAGE, ODataError, count, parse_query, project, run
 from .seed import fmt_dt
-from .store import TEMPLATES, EntitySet
+from .store import LINE_SETS, TEMPLATES, EntitySet
 
 if TYPE_CHECKING:
     from .simulator import BCSimulator
@@ -215,19 +215,21 @@ class Handler(BaseHTTPRequestHandler):
             raise ODataError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{r['set']}'.")
         ctx += f"({r['cid']})/{r['set']}"
         if r["rid"] is not None and r["sub"] is None:
-            return self._single(es, r["rid"], query, f"{ctx}/$entity")
+            return self._single(es, r["rid"], query, f"{ctx}/$entity", store)
         if r["sub"] is not None:
-            if (r["set"], r["sub"]) != ("salesOrders", "salesOrderLines"):
+            line_set = LINE_SETS.get(r["set"])
+            if r["sub"] != line_set:
                 raise ODataError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{r['sub']}'.")
             self._single(es, r["rid"] or "", {}, "")
-            lines = EntitySet("salesOrderLines", TEMPLATES["salesOrderLines"], sim._guid_key)
-            lines.types = store.sets["salesOrderLines"].types
-            lines.rows = {ln["id"]: ln for ln in store.lines(r["rid"])}
-            return self._list(lines, pairs, query, headers, f"{ctx}({r['rid']})/salesOrderLines", bool(r["count"]))
-        expand = ("salesOrderLines",) if r["set"] == "salesOrders" else ()
+            rid = (r["rid"] or "").strip("'").lower()
+            lines = EntitySet(line_set, TEMPLATES[line_set], sim._guid_key)
+            lines.types = store.sets[line_set].types
+            lines.rows = {ln["id"]: ln for ln in store.lines(rid, line_set)}
+            return self._list(lines, pairs, query, headers, f"{ctx}({r['rid']})/{line_set}", bool(r["count"]))
+        expand = (LINE_SETS[r["set"]],) if r["set"] in LINE_SETS else ()
         return self._list(es, pairs, query, headers, ctx, bool(r["count"]), expand, store)
 
-    def _single(self, es: EntitySet, rid: str, query: dict[str, str], ctx: str) -> Reply:
+    def _single(self, es: EntitySet, rid: str, query: dict[str, str], ctx: str, store: Any = None) -> Reply:
         rec = es.rows.get(rid.strip("'").lower())
         if rec is None:
             if es.name == "companies":
@@ -235,8 +237,11 @@ class Handler(BaseHTTPRequestHandler):
                                  f"'{rid}' cannot be found.")
             raise ODataError(404, "Internal_RecordNotFound", f"The {es.type_name} does not exist. "
                              f"Identification fields and values: SystemId='{{{rid.upper()}}}'")
-        q = parse_query(query, es)
-        return 200, {"@odata.context": ctx, **project(rec, q.select)}, ODATA_JSON, _odata_headers()
+        q = parse_query(query, es, (LINE_SETS[es.name],) if es.name in LINE_SETS and store else ())
+        out = project(rec, q.select)
+        for line_set in q.expand:
+            out[line_set] = [dict(ln) for ln in store.lines(rec["id"], line_set)]
+        return 200, {"@odata.context": ctx, **out}, ODATA_JSON, _odata_headers()
 
     def _list(self, es: EntitySet, pairs: list[tuple[str, str]], query: dict[str, str], headers: dict[str, str],
               ctx: str, want_count: bool, expand: tuple[str, ...] = (), store: Any = None) -> Reply:
@@ -248,9 +253,9 @@ class Handler(BaseHTTPRequestHandler):
             extra["Preference-Applied"] = f"odata.maxpagesize={size}"
         page, top_left = run(es, q, size)
         value = [project(rec, q.select) for rec in page]
-        if "salesOrderLines" in q.expand:
+        for line_set in q.expand:  # only a header's own line set is expandable
             for out, rec in zip(value, page):
-                out["salesOrderLines"] = [dict(ln) for ln in store.lines(rec["id"])]
+                out[line_set] = [dict(ln) for ln in store.lines(rec["id"], line_set)]
         body: dict[str, Any] = {"@odata.context": ctx + (f"({','.join(q.select)})" if q.select else ""),
                                 "value": value}
         if top_left is not None and page:
@@ -341,6 +346,10 @@ class Handler(BaseHTTPRequestHandler):
                 out = {"now": fmt_dt(sim.now)}
             elif route == ("POST", "companies") and len(parts) == 5 and parts[4] == "stock":
                 out = sim.company(parts[1]).post_stock(parts[3], float(data["quantity"]))
+            elif route == ("POST", "companies") and len(parts) == 4 and parts[2] == "post":
+                out = sim.company(parts[1]).post_sales_order(parts[3], data.get("quantities"))
+            elif route == ("POST", "companies") and len(parts) == 3 and parts[2] in POSTINGS:
+                out = _post_document(sim.company(parts[1]), parts[2], data)
             elif route == ("POST", "companies") and len(parts) == 4 and parts[2] == "lines":
                 out = sim.company(parts[1]).edit_line_only(parts[3], **data)
             elif route == ("POST", "companies") and len(parts) == 4 and parts[2] == "uncommitted":
@@ -355,6 +364,20 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, out)
         except (KeyError, TypeError, ValueError) as e:
             self._json(400, {"error": repr(e)})
+
+
+POSTINGS = ("salesInvoices", "salesCreditMemos", "purchaseInvoices")
+
+
+def _post_document(store: Any, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """POST /_sim/companies/{cid}/{salesInvoices|salesCreditMemos|purchaseInvoices} with
+    {"customerId"|"vendorId", "lines": [{"itemId", "quantity"}], "invoiceId"?, "fromOrder"?}."""
+    lines = [(str(ln["itemId"]), float(ln["quantity"])) for ln in data["lines"]]
+    if kind == "salesInvoices":
+        return store.create_sales_invoice(data["customerId"], lines)
+    if kind == "salesCreditMemos":
+        return store.post_sales_credit_memo(data["customerId"], lines, data.get("invoiceId"))
+    return store.post_purchase_invoice(data["vendorId"], lines, from_order=bool(data.get("fromOrder", True)))
 
 
 def _page_size(headers: dict[str, str]) -> int:

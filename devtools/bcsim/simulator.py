@@ -19,7 +19,7 @@ from .odata import ODataError
 from .seed import SEED_BASE, fmt_dt
 from .server import QuietServer, make_server
 from .webhooks import WebhookHub
-from .store import DEMO_SIZES, SMALL_SIZES, TEMPLATES, CompanyStore, EntitySet
+from .store import DEMO_SIZES, SEEDED, SMALL_SIZES, TEMPLATES, CompanyStore, EntitySet
 
 DEMO_TENANT_ID = "7b0f3c1e-4d2a-4f6b-9c8e-2a1d5e6f7a80"
 DEMO_TENANT_DOMAIN = "cronus.example"  # the demo tenant's verified domain: tenantId may be either
@@ -206,7 +206,7 @@ class BCSimulator:
             store = self._stores[cid] = CompanyStore(cid, tenant, self.seed, self._lock, lambda: self.now,
                                                      self._guid_key)
             store.on_change = lambda entity_set, rid, change, cid=cid: self.webhooks.changed(cid, entity_set, rid, change)
-            for entity_set in ("vendors", "customers", "items", "salesOrders", "generalLedgerEntries"):
+            for entity_set in SEEDED:
                 store.bulk(entity_set, (SMALL_SIZES if sizes is None else sizes).get(entity_set, 0))
         return cid
 

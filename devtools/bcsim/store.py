@@ -6,11 +6,14 @@ is found with bisect; only the rows of the page being served are copied.
 from __future__ import annotations
 
 import random
+import re
 import threading
 from bisect import bisect_left, bisect_right
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
+from . import documents as docs
+from . import posting
 from .guids import GuidKey, sql_key
 from .seed import BLANK_DATE, BLANK_ENUM, ZERO_GUID, Factory, dec, etag_for, fmt_dt, parse_dt, price_line
 
@@ -20,9 +23,24 @@ ENTITY_SETS: dict[str, tuple[str, str]] = {
     "salesOrders": ("salesOrder", "number"), "salesOrderLines": ("salesOrderLine", "sequence"),
     "generalLedgerEntries": ("generalLedgerEntry", "entryNumber"),
     "itemLedgerEntries": ("itemLedgerEntry", "entryNumber"), "companies": ("company", "name"),
+    "salesInvoices": ("salesInvoice", "number"), "salesInvoiceLines": ("salesInvoiceLine", "sequence"),
+    "salesCreditMemos": ("salesCreditMemo", "number"), "salesCreditMemoLines": ("salesCreditMemoLine", "sequence"),
+    "purchaseInvoices": ("purchaseInvoice", "number"), "purchaseInvoiceLines": ("purchaseInvoiceLine", "sequence"),
+    "accounts": ("account", "number"),
 }
-DEMO_SIZES = {"vendors": 45, "items": 230, "customers": 60, "salesOrders": 40, "generalLedgerEntries": 500}
-SMALL_SIZES = {"vendors": 5, "items": 7, "customers": 3, "salesOrders": 2, "generalLedgerEntries": 10}
+LINE_SETS = docs.LINE_SETS
+#: sets without webhooks (BC: lines and ledger entries cannot be subscribed to)
+NO_WEBHOOKS = frozenset(LINE_SETS.values()) | {"itemLedgerEntries"}
+#: what add_company seeds, in this order (accounts first: G/L entries name them)
+SEEDED = ("accounts", "vendors", "customers", "items", "salesOrders", "generalLedgerEntries", "salesInvoices",
+          "salesCreditMemos", "purchaseInvoices")
+DEMO_SIZES = {"vendors": 45, "items": 230, "customers": 60, "salesOrders": 40, "generalLedgerEntries": 500,
+              "accounts": len(docs.CHART), "salesInvoices": 80, "salesCreditMemos": 8, "purchaseInvoices": 35}
+SMALL_SIZES = {"vendors": 5, "items": 7, "customers": 3, "salesOrders": 2, "generalLedgerEntries": 10,
+               "accounts": len(docs.CHART), "salesInvoices": 3, "salesCreditMemos": 1, "purchaseInvoices": 2}
+
+
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def edm_type(field: str, sample: Any) -> str:
@@ -31,7 +49,7 @@ def edm_type(field: str, sample: Any) -> str:
         return "Edm.Boolean"
     if isinstance(sample, (int, float)):
         return "Edm.Int32" if field in ("entryNumber", "sequence", "timestamp") else "Edm.Decimal"
-    if field == "id" or sample == ZERO_GUID:
+    if field == "id" or sample == ZERO_GUID or (field.endswith("Id") and _GUID.match(str(sample))):
         return "Edm.Guid"
     if field.endswith("DateTime") or field in ("systemCreatedAt", "systemModifiedAt"):
         return "Edm.DateTimeOffset"
@@ -112,6 +130,10 @@ class EntitySet:
         return (self.rows[ids[i]] for i in rng)
 
 
+_ITEM_STUB = {"id": ZERO_GUID, "number": "", "displayName": "", "baseUnitOfMeasureId": ZERO_GUID,
+              "baseUnitOfMeasureCode": "", "taxGroupCode": ""}
+
+
 def _blank(name: str) -> dict[str, Any]:
     """A record with every property blank, in BC's property order: schema and `.add` defaults."""
     f = Factory(random.Random(0))
@@ -123,6 +145,13 @@ def _blank(name: str) -> dict[str, Any]:
             "id": ZERO_GUID, "number": "", "displayName": "", "baseUnitOfMeasureId": ZERO_GUID,
             "baseUnitOfMeasureCode": "", "taxGroupCode": ""}, 0, 0),
         "generalLedgerEntries": lambda: f.gl_pair()[0],
+        "salesInvoices": lambda: docs.sales_invoice(f, party, number="", day="2025-01-01"),
+        "salesCreditMemos": lambda: docs.sales_credit_memo(f, party, number="", day="2025-01-01"),
+        "purchaseInvoices": lambda: docs.purchase_invoice(f, party, number="", day="2025-01-01"),
+        "salesInvoiceLines": lambda: docs.document_line(f, ZERO_GUID, 0, _ITEM_STUB, 0, 0),
+        "salesCreditMemoLines": lambda: docs.document_line(f, ZERO_GUID, 0, _ITEM_STUB, 0, 0),
+        "purchaseInvoiceLines": lambda: docs.document_line(f, ZERO_GUID, 0, _ITEM_STUB, 0, 0, purchase=True),
+        "accounts": lambda: docs.account(f, "", "", "", "", "", ZERO_GUID),
         "itemLedgerEntries": lambda: f.item_ledger_entry({"number": ""}, 0, BLANK_DATE),
         "companies": lambda: {"id": ZERO_GUID, "systemVersion": "", "timestamp": 0, "name": "", "displayName": "",
                               "businessProfileId": "", "systemCreatedAt": "", "systemCreatedBy": ZERO_GUID,
@@ -153,7 +182,10 @@ class CompanyStore:
         self.id, self.tenant_id, self._lock, self._clock = company_id, tenant_id, lock, clock
         self.factory = Factory(random.Random(f"{seed}:{company_id}"))
         self.sets = {n: EntitySet(n, TEMPLATES[n], guid_key) for n in ENTITY_SETS if n != "companies"}
+        #: document id -> ids of its lines (every header set's; SystemIds are unique per company)
         self.lines_by_order: dict[str, set[str]] = {}
+        #: account number -> id (G/L entries of postings name their accounts)
+        self.account_ids: dict[str, str] = {}
         self.extensions: dict[str, dict[str, Any]] = {}
         self._version = 0  # feeds etags so every write gets a fresh one
         #: rows written but not committed yet: (entity_set, row), invisible until `commit()`
@@ -176,9 +208,21 @@ class CompanyStore:
             rec.setdefault(field, value(rec) if callable(value) else value)
         rec = {"@odata.etag": etag_for(rec["id"], str(rec.get("lastModifiedDateTime", ""))), **rec}
         self.sets[entity_set].put(rec)
-        if entity_set == "salesOrderLines":
+        if entity_set in NO_WEBHOOKS and "documentId" in rec:
             self.lines_by_order.setdefault(rec["documentId"], set()).add(rec["id"])
+        elif entity_set == "accounts":
+            self.account_ids[rec["number"]] = rec["id"]
+        elif entity_set == "generalLedgerEntries":
+            self._net_change(rec)
         return rec
+
+    def _net_change(self, entry: dict[str, Any]) -> None:
+        """An account's netChange is a FlowField: it follows its entries, its timestamp does not."""
+        acc = self.sets["accounts"].rows.get(entry.get("accountId") or "")
+        if acc is not None:
+            acc["netChange"] = dec(float(acc["netChange"] or 0) + float(entry.get("debitAmount") or 0)
+                                   - float(entry.get("creditAmount") or 0))
+            self.sets["accounts"].changed({"netChange"})
 
     def _changed(self, entity_set: str, record_id: str, change_type: str) -> None:
         if self.on_change is not None:
@@ -193,9 +237,11 @@ class CompanyStore:
         rec["@odata.etag"] = etag_for(rec["id"], str(rec.get("lastModifiedDateTime")), str(self._version))
         self.sets[entity_set].changed(set(fields) | {"lastModifiedDateTime"})
 
-    def lines(self, order_id: str) -> list[dict[str, Any]]:
-        rows = self.sets["salesOrderLines"].rows
-        return sorted((rows[i] for i in self.lines_by_order.get(order_id, ())), key=lambda r: r["sequence"])
+    def lines(self, order_id: str, line_set: str = "salesOrderLines") -> list[dict[str, Any]]:
+        """A document's lines (live rows) in sequence order."""
+        rows = self.sets[line_set].rows
+        return sorted((rows[i] for i in self.lines_by_order.get(order_id, ()) if i in rows),
+                      key=lambda r: r["sequence"])
 
     def _reprice_order(self, order_id: str, when: datetime | str | None) -> None:
         order = self.sets["salesOrders"].rows[order_id]
@@ -221,6 +267,22 @@ class CompanyStore:
                     if item["inventory"] > 0:
                         self._store("itemLedgerEntries", f.item_ledger_entry(
                             item, item["inventory"], item["lastModifiedDateTime"]))
+                elif entity_set == "accounts":
+                    if i < len(docs.CHART):
+                        no, name, cat, sub, typ = docs.CHART[i]
+                        f.counters["accounts"] = i + 1
+                    else:
+                        no, name, cat, sub, typ = f.next_number("accounts"), f"Account {i}", "Expense", "", "Posting"
+                    known = {n: aid for n, _, aid in f.accounts}
+                    self._store("accounts", docs.account(f, no, name, cat, sub, typ, known.get(no) or f.new_id()))
+                elif entity_set in ("salesInvoices", "salesCreditMemos", "purchaseInvoices"):
+                    if i == start:
+                        parties = list(self.sets["vendors" if entity_set == "purchaseInvoices" else "customers"]
+                                       .rows.values())
+                        items = [x for x in self.sets["items"].rows.values() if x["type"] != "Service"]
+                        invoices = list(self.sets["salesInvoices"].rows.values())
+                    if parties and items:
+                        self._seed_document(entity_set, r.choice(parties), items, invoices)
                 elif entity_set == "generalLedgerEntries":
                     if (i - start) % 2 == 0:
                         pair = f.gl_pair()
@@ -240,6 +302,37 @@ class CompanyStore:
                     self._reprice_order(order["id"], order["lastModifiedDateTime"])
                 else:
                     raise KeyError(f"bulk seeding not supported for {entity_set!r}")
+
+    def _seed_document(self, entity_set: str, party: dict[str, Any], items: list[dict[str, Any]],
+                       invoices: list[dict[str, Any]]) -> None:
+        """One posted document of the seed: most invoices came from an order (since posted and
+        gone from salesOrders), some were made directly; a few credit memos correct an invoice."""
+        f, r = self.factory, self.factory.rng
+        day, number = docs.seed_day(f), f.next_number(entity_set)
+        if entity_set == "salesInvoices":
+            from_order = r.random() < 0.7
+            head = docs.sales_invoice(f, party, number=number, day=day, status=r.choice(["Open", "Paid", "Paid"]),
+                                      order_id=f.new_id() if from_order else ZERO_GUID,
+                                      order_number=str(100001 + f.counters["salesInvoices"]) if from_order else "")
+        elif entity_set == "salesCreditMemos":
+            inv = r.choice(invoices) if invoices and r.random() < 0.6 else None
+            head = docs.sales_credit_memo(f, party, number=number, day=day, invoice_id=inv["id"] if inv else ZERO_GUID,
+                                          invoice_number=inv["number"] if inv else "")
+        else:
+            from_order = r.random() < 0.8
+            head = docs.purchase_invoice(f, party, number=number, day=day, status=r.choice(["Open", "Paid"]),
+                                         order_id=f.new_id() if from_order else ZERO_GUID,
+                                         order_number=f.next_number("purchaseOrders") if from_order else "")
+        purchase = entity_set == "purchaseInvoices"
+        lines = []
+        for n in range(r.randint(1, 4)):
+            it = r.choice(items)
+            price = it["unitCost"] if purchase else it["unitPrice"]
+            lines.append(docs.document_line(f, head["id"], 10000 * (n + 1), it, r.randint(1, 12), price,
+                                            purchase=purchase, day=day))
+        self._store(entity_set, docs.total_document(head, lines))
+        for ln in lines:
+            self._store(LINE_SETS[entity_set], ln)
 
     # ---- read API ------------------------------------------------------------------------
     def records(self, entity_set: str) -> list[dict[str, Any]]:
@@ -342,8 +435,9 @@ class CompanyStore:
                 return self.remove_order_line(line["documentId"], record_id)
             self._set(entity_set).remove(record_id)
             self._changed(entity_set, record_id, "deleted")
-            for lid in self.lines_by_order.pop(record_id, set()) if entity_set == "salesOrders" else ():
-                self.sets["salesOrderLines"].remove(lid)
+            for lid in self.lines_by_order.pop(record_id, set()) if entity_set in LINE_SETS else ():
+                if lid in self.sets[LINE_SETS[entity_set]].rows:
+                    self.sets[LINE_SETS[entity_set]].remove(lid)
 
     def post_stock(self, item_id: str, quantity: float, *, modified_at: datetime | str | None = None,
                    document_number: str = "") -> dict[str, Any]:
@@ -411,6 +505,28 @@ class CompanyStore:
             self.lines_by_order.get(order_id, set()).remove(line_id)
             self.sets["salesOrderLines"].remove(line_id)
             self._reprice_order(order_id, modified_at)
+
+    # ---- posting (see posting.py) ---------------------------------------------------------
+    def post_sales_order(self, order_id: str, quantities: dict[str, float] | None = None) -> dict[str, Any]:
+        """Ship and invoice an order (all that is left, or `quantities` per line id): returns the
+        posted sales invoice; a fully posted order leaves salesOrders."""
+        with self._lock:
+            return posting.post_sales_order(self, order_id, quantities)
+
+    def create_sales_invoice(self, customer_id: str, lines: list[tuple[str, float]]) -> dict[str, Any]:
+        """An invoice posted without an order (orderId = zero GUID)."""
+        with self._lock:
+            return posting.create_sales_invoice(self, customer_id, lines)
+
+    def post_sales_credit_memo(self, customer_id: str, lines: list[tuple[str, float]],
+                               invoice_id: str | None = None) -> dict[str, Any]:
+        with self._lock:
+            return posting.post_sales_credit_memo(self, customer_id, lines, invoice_id)
+
+    def post_purchase_invoice(self, vendor_id: str, lines: list[tuple[str, float]], *, from_order: bool = True,
+                              unit_costs: dict[str, float] | None = None) -> dict[str, Any]:
+        with self._lock:
+            return posting.post_purchase_invoice(self, vendor_id, lines, from_order=from_order, unit_costs=unit_costs)
 
     def add_extension_field(self, entity_set: str, field: str, value: Any) -> None:
         """A property added by an extension: present on every row, now and on rows added later."""

@@ -20,6 +20,7 @@ import httpx
 
 from .odata import ODataError
 from .seed import etag_for, fmt_dt, parse_dt
+from .store import NO_WEBHOOKS
 
 if TYPE_CHECKING:
     from .simulator import BCSimulator
@@ -116,7 +117,7 @@ class WebhookHub:
             raise ODataError(400, "BadRequest_ResourceNotFound", f"The resource '{resource}' cannot be subscribed to.")
         company_id, entity_set = match["cid"].strip("'").lower(), match["set"]
         store = self._sim._store_for(tenant, company_id)
-        if entity_set not in store.sets or entity_set in ("salesOrderLines", "itemLedgerEntries"):
+        if entity_set not in store.sets or entity_set in NO_WEBHOOKS:
             raise ODataError(400, "BadRequest_ResourceNotFound", f"The resource '{resource}' cannot be subscribed to.")
         with self._lock:
             used = sum(1 for s in self.subscriptions.values() if (s.tenant, s.environment) == (tenant, environment))
