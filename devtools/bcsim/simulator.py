@@ -1,6 +1,7 @@
 """BCSimulator: the object tests and the demo hold; owns the clock, the data, the server thread."""
 from __future__ import annotations
 
+import os
 import random
 import ssl
 import threading
@@ -49,10 +50,12 @@ class RecordedRequest:
 class BCSimulator:
     """Entra ID authority + BC API v2.0 over HTTPS on 127.0.0.1, with deterministic demo data."""
 
-    def __init__(self, seed: int = 42, *, id_order: str = "sql") -> None:
+    def __init__(self, seed: int = 42, *, id_order: str | None = None) -> None:
         """`id_order`: how GUIDs sort and compare (`$orderby=id`, `gt`/`lt`, `$skiptoken`): "sql"
-        (SQL Server uniqueidentifier order, as BC does) or "text" (the other reading)."""
+        (SQL Server uniqueidentifier order, as BC does; the default) or "text" (the other reading).
+        The BCSIM_ID_ORDER environment variable sets the default, to run a whole suite either way."""
         self.seed = seed
+        id_order = id_order or os.environ.get("BCSIM_ID_ORDER") or "sql"
         self.id_order = id_order
         self._guid_key = guid_key_for(id_order)
         self._lock = threading.RLock()
