@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RESOURCE_RE = re.compile(r"^/?api/v2\.0/companies\((?P<cid>[^)]+)\)/(?P<set>\w+)$", re.IGNORECASE)
+SYSTEM_USER = "f2a5738a-44e3-ea11-bb43-000d3a2feca1"  # the app's user in BC (systemCreatedBy/ModifiedBy)
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 
 
@@ -49,6 +50,7 @@ class Subscription:
     entity_set: str
     lastModifiedDateTime: datetime
     foreign: bool = False  # another app's or a Power Automate flow's: counts to the limit, never listed to us
+    createdAt: datetime | None = None
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -60,7 +62,10 @@ class Subscription:
             "lastModifiedDateTime": fmt_dt(self.lastModifiedDateTime),
             "clientState": self.clientState,
             "expirationDateTime": fmt_dt(self.expirationDateTime),
-            "systemCreatedAt": fmt_dt(self.lastModifiedDateTime),
+            "systemCreatedAt": fmt_dt(self.createdAt or self.lastModifiedDateTime),
+            "systemCreatedBy": SYSTEM_USER,
+            "systemModifiedAt": fmt_dt(self.lastModifiedDateTime),
+            "systemModifiedBy": SYSTEM_USER,
         }
 
 
@@ -129,7 +134,7 @@ class WebhookHub:
         sub = Subscription(
             subscriptionId=secrets.token_hex(16), tenant=tenant, environment=environment, notificationUrl=url,
             resource=resource, clientState=state, expirationDateTime=now + self.expiry, etag="",
-            company_id=company_id, entity_set=entity_set, lastModifiedDateTime=now)
+            company_id=company_id, entity_set=entity_set, lastModifiedDateTime=now, createdAt=now)
         sub.etag = etag_for(sub.subscriptionId, fmt_dt(now))
         with self._lock:
             self.subscriptions[sub.subscriptionId] = sub
