@@ -109,3 +109,18 @@ def test_five_at_once_then_a_queue_then_429(sim: BCSimulator) -> None:
     assert results == [200, 200, 200]
     with client(sim, token) as c:
         assert _page(c, sim, 1).status_code == 200
+
+
+def test_reset_controls_restores_bcs_defaults(sim: BCSimulator) -> None:
+    sim.limits.configure(per_window=1, retry_after=3)
+    sim.slow.configure(threshold=1, seconds=5, status=408)
+    sim.webhooks.resource_form, sim.webhooks.collection_threshold = "absolute", 2
+    sim.set_id_order("text")
+    with client(sim) as c:
+        assert _page(c, sim, 1).status_code == 200
+        sim.slow.off()
+        assert _page(c, sim, 1).status_code == 429
+        sim.reset_controls()
+        assert _page(c, sim, 500).status_code == 200, "window emptied, limits and slow pages back to BC's"
+    assert (sim.limits.per_window, sim.limits.retry_after, sim.slow.threshold) == (6000, None, None)
+    assert (sim.webhooks.resource_form, sim.webhooks.collection_threshold, sim.id_order) == ("subscribed", 1000, "sql")

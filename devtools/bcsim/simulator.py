@@ -221,6 +221,18 @@ class BCSimulator:
             for es in [*self._companies.values(), *(s for st in self._stores.values() for s in st.sets.values())]:
                 es.set_guid_order(key)
 
+    def reset_controls(self) -> None:
+        """Back to BC's defaults for every behaviour control (not the data): limits and their
+        window, slow pages, faults, webhook options. A session-scoped simulator's reset calls it."""
+        self.limits.configure(per_window=6000, window_seconds=300.0, concurrent=5, queued=95, retry_after=None,
+                              enabled=True)
+        self.limits.reset()
+        self.slow.off()
+        self.faults.clear()
+        hub = self.webhooks
+        hub.resource_form, hub.collection_threshold, hub.limit, hub.delay_seconds = "subscribed", 1000, 200, 30.0
+        self.set_id_order(os.environ.get("BCSIM_ID_ORDER") or "sql")
+
     def company(self, company_id: str = DEMO_COMPANY_ID) -> CompanyStore:
         return self._stores[company_id.lower()]
 
