@@ -49,12 +49,16 @@ class SequentialIds:
         # Group 3 reads like BC's ('f111', 'f011': its bytes are the counter's most significant).
         self.counters = [(0x11 << 56) | ((0xF1 - i) << 48) | rng.getrandbits(48) for i in range(tails)]
         self.current = 0
-        self.issued = 0
+        self._left = self._run_length()  # ids until the other server hands them out
+
+    def _run_length(self) -> int:
+        return 1 + int(self.rng.random() * 2 * self.switch_every)
 
     def new_id(self) -> str:
-        self.issued += 1
-        if len(self.tails) > 1 and self.rng.randrange(self.switch_every) == 0:
+        self._left -= 1
+        if self._left <= 0 and len(self.tails) > 1:
             self.current = (self.current + 1) % len(self.tails)
-        n = self.counters[self.current] = (self.counters[self.current] + self.rng.randint(1, 3)) % (1 << 64)
+            self._left = self._run_length()
+        n = self.counters[self.current] = (self.counters[self.current] + 1 + int(self.rng.random() * 3)) % (1 << 64)
         b = n.to_bytes(8, "little").hex()
         return f"{b[0:8]}-{b[8:12]}-{b[12:16]}-{self.tails[self.current]}"

@@ -87,6 +87,8 @@ class EntitySet:
 
     def sort_key(self, rec: dict[str, Any], field: str) -> tuple[Any, ...]:
         gk = self.guid_key
+        if field == "id":  # unique: no tie-break needed (and the big sets sort by it)
+            return (gk(str(rec.get("id"))),)
         pk = (_sv(rec.get(self.pk), self.types.get(self.pk, ""), gk), gk(str(rec.get("id"))))
         return pk if field == self.pk else (_sv(rec.get(field), self.types.get(field, ""), gk), *pk)
 
