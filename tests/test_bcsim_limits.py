@@ -124,3 +124,19 @@ def test_reset_controls_restores_bcs_defaults(sim: BCSimulator) -> None:
         assert _page(c, sim, 500).status_code == 200, "window emptied, limits and slow pages back to BC's"
     assert (sim.limits.per_window, sim.limits.retry_after, sim.slow.threshold) == (6000, None, None)
     assert (sim.webhooks.resource_form, sim.webhooks.collection_threshold, sim.id_order) == ("subscribed", 1000, "sql")
+
+
+def test_a_fault_hold_keeps_one_request_until_released(sim: BCSimulator) -> None:
+    release = sim.faults.hold("$skiptoken", timeout=10)
+    token = get_token(sim).json()["access_token"]
+    got: list[int] = []
+    with client(sim, token) as c:
+        first = _page(c, sim, 50).json()
+        worker = threading.Thread(target=lambda: got.append(c.get(first["@odata.nextLink"]).status_code))
+        worker.start()
+        _until(lambda: any("$skiptoken" in r.query for r in sim.requests) or sim.faults.pending() == [])
+        worker.join(0.3)
+        assert worker.is_alive() and got == [], "the second page is held"
+        release.set()
+        worker.join(5)
+    assert got == [200]

@@ -73,7 +73,9 @@ class Handler(BaseHTTPRequestHandler):
             if path.startswith("/_sim/"):
                 return self._control(path, body)
             fault = self.sim.faults.take(unquote(self.path), is_api=path.startswith("/v2.0/"))
-            if fault and fault.delay:
+            if fault and fault.hold is not None:
+                fault.hold.wait(fault.delay)
+            elif fault and fault.delay:
                 time.sleep(fault.delay)
             if fault and fault.drop:
                 self.close_connection = True

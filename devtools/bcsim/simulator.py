@@ -95,6 +95,9 @@ class BCSimulator:
 
     def stop(self) -> None:
         self.slow.off()  # let held requests finish so the server can shut down
+        for fault in self.faults.pending():
+            if fault.hold is not None:
+                fault.hold.set()
         self.webhooks.close()
         if self._server is not None:
             self._server.shutdown()
