@@ -35,18 +35,18 @@ def _until(check: object, timeout: float = 5.0) -> None:
 def test_heavy_pages_outlast_the_client_timeout_and_half_a_page_gets_through(sim: BCSimulator) -> None:
     token = get_token(sim).json()["access_token"]
     with client(sim, token) as c:
-        assert c.post(f"{sim.base_url}/_sim/slow", json={"threshold": 100, "seconds": 1.5}).status_code == 200
-        c.timeout = httpx.Timeout(0.5)
+        assert c.post(f"{sim.base_url}/_sim/slow", json={"threshold": 100, "seconds": 3}).status_code == 200
+        c.timeout = httpx.Timeout(1.0)
         with pytest.raises(httpx.ReadTimeout):
             _page(c, sim, 200)
         with pytest.raises(httpx.ReadTimeout):  # the server default (20,000) is heavy too
             c.get(bc_url(sim, "/items"))
-        started = time.monotonic()
-        half = _page(c, sim, 100)
-        assert half.status_code == 200 and len(half.json()["value"]) == 100 and time.monotonic() - started < 0.5
+        half = _page(c, sim, 100)  # within the same 1 s client timeout
+        assert half.status_code == 200 and len(half.json()["value"]) == 100
         single = c.get(bc_url(sim, f"/items({half.json()['value'][0]['id']})"))
         assert single.status_code == 200, "reading one record is never slow"
     assert sim.slow.slowed == 2
+    sim.slow.release()
 
 
 @pytest.mark.parametrize("status, ctype", [(408, "application/json"), (504, "text/html")])
