@@ -11,13 +11,13 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import documents as docs
 from .seed import ZERO_GUID, dec, fmt_dt, price_line
 
-if TYPE_CHECKING:
-    from .store import CompanyStore
+#: devtools.bcsim.store.CompanyStore, not imported: the store calls into this module
+CompanyStore = Any
 
 ItemLines = list[tuple[str, float]]  # (item id, quantity)
 
