@@ -41,6 +41,7 @@ class Fault:
     delay: float = 0.0
     drop: bool = False
     above_page_size: int | None = None  # only requests asking for a larger page (BC's slow $expand pages)
+    hold: threading.Event | None = None  # the request waits until the test sets it (or `delay` passes)
 
     def matches(self, target: str, is_api: bool, page_size: int | None = None) -> bool:
         """`path_contains` is matched against the decoded path + query, so it can target any route."""
@@ -81,6 +82,15 @@ class FaultPlan:
         with self._lock:
             self._faults.append(fault)
         return fault
+
+    def hold(self, path_contains: str | None = None, *, times: int | None = 1, timeout: float = 30.0) -> threading.Event:
+        """The next `times` matching requests wait until the returned event is set (at most
+        `timeout` s), then are answered normally: an explicit hold instead of a timed delay."""
+        release = threading.Event()
+        fault = Fault(200, times, path_contains, delay=timeout, hold=release)
+        with self._lock:
+            self._faults.append(fault)
+        return release
 
     def drop_connection(self, times: int | None = 1, path_contains: str | None = None) -> Fault:
         """Close the socket without answering (a transport error on the client side)."""

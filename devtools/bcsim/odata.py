@@ -134,15 +134,15 @@ class _FilterParser:
         if ltype != ftype and ltype not in _COMPATIBLE.get(ftype, ()):
             raise bad_request("A binary operator with incompatible types was detected. Found operand types "
                               f"'{ftype}' and '{ltype}' for operator kind '{OPS[op.lower()]}'.")
-        conv = _converter(ftype)
+        conv = _converter(ftype, self.es.guid_key)
         return _compare(name, op.lower(), conv, conv(value))
 
 
-def _converter(ftype: str) -> Callable[[Any], Any]:
+def _converter(ftype: str, guid_key: Callable[[str], str]) -> Callable[[Any], Any]:
     if ftype == "Edm.DateTimeOffset":
         return lambda v: parse_dt(str(v)) if v is not None else None
-    if ftype == "Edm.Guid":
-        return lambda v: str(v).lower() if v is not None else None
+    if ftype == "Edm.Guid":  # gt/lt compare as the database does (SQL Server order by default)
+        return lambda v: guid_key(str(v)) if v is not None else None
     return lambda v: v
 
 

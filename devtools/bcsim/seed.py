@@ -13,6 +13,8 @@ from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
 
+from .guids import SequentialIds
+
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 BLANK_DATE = "0001-01-01"
 BLANK_ENUM = "_x0020_"
@@ -85,9 +87,8 @@ class Factory:
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
-        self._n = rng.getrandbits(31)
-        # SQL Server sequential GUIDs: only the first group moves, the tail is per database.
-        self._tail = f"-{rng.getrandbits(16):04x}-ef11-{rng.getrandbits(16):04x}-{rng.getrandbits(48):012x}"
+        # BC SystemIds: sequential in SQL Server order (first byte fastest), from more than one server tail.
+        self.ids = SequentialIds(rng)
         self.clock = SEED_BASE
         self.counters: dict[str, int] = {}
         self.ref = {k: self.new_id() for k in (
@@ -96,8 +97,7 @@ class Factory:
         self.accounts = [(no, name, self.new_id()) for no, name in ACCOUNTS]
 
     def new_id(self) -> str:
-        self._n = (self._n + self.rng.randint(1, 8)) & 0xFFFFFFFF
-        return f"{self._n:08x}{self._tail}"
+        return self.ids.new_id()
 
     def seed_stamp(self) -> str:
         """Seeded rows: a batch a few hundred ms apart; ~30% touched again within 100 days."""
@@ -114,6 +114,16 @@ class Factory:
             return f"{1896 + 4 * i}-{'W' if i % 4 == 3 else 'S'}" if i < 1000 else f"I{i:06d}"
         if entity_set == "salesOrders":
             return str(101001 + i)
+        if entity_set == "salesInvoices":
+            return f"PS-INV{103001 + i}"
+        if entity_set == "salesCreditMemos":
+            return f"PS-CM{104001 + i}"
+        if entity_set == "purchaseInvoices":
+            return str(108001 + i)
+        if entity_set == "purchaseOrders":  # not an entity set here: numbers of the orders invoices name
+            return str(106001 + i)
+        if entity_set == "accounts":
+            return f"7{i:04d}"
         return i + 1  # ledger entry numbers
 
     def _party(self, i: int, names: list[str]) -> dict[str, Any]:

@@ -12,10 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from .faults import bc_error_body
+from .faults import Fault, bc_error_body
+from .limits import TooManyRequests
 from .odata import MAX_PAGE, ODataError, count, parse_query, project, run
 from .seed import fmt_dt
-from .store import TEMPLATES, EntitySet
+from .store import LINE_SETS, TEMPLATES, EntitySet
 
 if TYPE_CHECKING:
     from .simulator import BCSimulator
@@ -30,6 +31,7 @@ AUTHORIZE_RE = re.compile(r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/authorize$")
 KEYS_RE = re.compile(r"^/(?P<tenant>[^/]+)/discovery/v2\.0/keys$")
 Reply = tuple[int, Any, str, dict[str, str]]
 ODATA_JSON = "application/json; odata.metadata=minimal; odata.streaming=true"
+DEMO_TENANT = "7b0f3c1e-4d2a-4f6b-9c8e-2a1d5e6f7a80"  # simulator.DEMO_TENANT_ID (no import circle)
 NO_ENVIRONMENT = (b'<error xmlns="http://docs.oasis-open.org/odata/ns/metadata">\n    <code>NoEnvironment</code>\n'
                   b'    <message>Environment does not exist.</message>\n</error>')
 
@@ -72,7 +74,9 @@ class Handler(BaseHTTPRequestHandler):
                 return self._control(path, body)
             asked = re.search(r"odata\.maxpagesize\s*=\s*(\d+)", headers.get("prefer", ""))
             fault = self.sim.faults.take(unquote(self.path), is_api=path.startswith("/v2.0/"), page_size=int(asked[1]) if asked else None)
-            if fault and fault.delay:
+            if fault and fault.hold is not None:
+                fault.hold.wait(fault.delay)
+            elif fault and fault.delay:
                 time.sleep(fault.delay)
             if fault and fault.drop:
                 self.close_connection = True
@@ -82,9 +86,11 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._route(path, pairs, headers, body)
         except ODataError as e:
-            extra = {"WWW-Authenticate": f'Bearer authorization_uri="{self.sim.base_url}/common/oauth2/authorize"'}
-            self._send(e.status, bc_error_body(e.code, e.message), "application/json; charset=utf-8",
-                       extra if e.status == 401 else {})
+            extra = {"WWW-Authenticate": f'Bearer authorization_uri="{self.sim.base_url}/common/oauth2/authorize"'} \
+                if e.status == 401 else {}
+            if isinstance(e, TooManyRequests) and e.retry_after is not None:
+                extra["Retry-After"] = f"{e.retry_after:g}"
+            self._send(e.status, bc_error_body(e.code, e.message), "application/json; charset=utf-8", extra)
         except (ConnectionError, OSError):
             self.close_connection = True
         except Exception as e:  # a simulator bug should read like a BC 500, not hang the client
@@ -170,6 +176,12 @@ class Handler(BaseHTTPRequestHandler):
         t = sim.directory.tenant(tenant)
         if t is None or m["env"].lower() not in t.environments:
             return self._send(404, NO_ENVIRONMENT, "application/xml")
+        with sim.limits.admit(f"{tok.tenant_id}|{tok.client_id}|{tok.user_oid or ''}"):
+            return self._api_admitted(m, tenant, pairs, headers, body)
+
+    def _api_admitted(self, m: re.Match[str], tenant: str, pairs: list[tuple[str, str]], headers: dict[str, str],
+                      body: bytes) -> None:
+        sim = self.sim
         if s := SUBSCRIPTIONS_RE.match(m["rest"]):
             return self._subscriptions(tenant, m["env"].lower(), s["sid"], headers, body)
         if self.command != "GET":
@@ -182,6 +194,10 @@ class Handler(BaseHTTPRequestHandler):
         api_root = sim.base_url + self.raw_path[: self.raw_path.find("/api/v2.0/") + len("/api/v2.0")]
         ctx = f"{api_root}/$metadata#companies"
         query = dict(pairs)
+        if r["set"] is not None and (r["rid"] is None or r["sub"] is not None) and not r["count"]:
+            slow = sim.slow.hold(_page_size(headers), self.raw_path)  # outside the data lock
+            if slow is not None:
+                return self._send(slow, *Fault(slow).response())
         with sim._lock:  # build copies under the lock, serialize after releasing it
             status, obj, ctype, extra = self._api_reply(r, tenant, ctx, pairs, query, headers)
         if isinstance(obj, bytes):
@@ -202,21 +218,21 @@ class Handler(BaseHTTPRequestHandler):
             raise ODataError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{r['set']}'.")
         ctx += f"({r['cid']})/{r['set']}"
         if r["rid"] is not None and r["sub"] is None:
-            expand = ("salesOrderLines",) if r["set"] == "salesOrders" else ()
-            return self._single(es, r["rid"], query, f"{ctx}/$entity", expand, store)
+            return self._single(es, r["rid"], query, f"{ctx}/$entity", store)
         if r["sub"] is not None:
-            if (r["set"], r["sub"]) != ("salesOrders", "salesOrderLines"):
+            line_set = LINE_SETS.get(r["set"])
+            if r["sub"] != line_set:
                 raise ODataError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{r['sub']}'.")
             self._single(es, r["rid"] or "", {}, "")
-            lines = EntitySet("salesOrderLines", TEMPLATES["salesOrderLines"])
-            lines.types = store.sets["salesOrderLines"].types
-            lines.rows = {ln["id"]: ln for ln in store.lines(r["rid"])}
-            return self._list(lines, pairs, query, headers, f"{ctx}({r['rid']})/salesOrderLines", bool(r["count"]))
-        expand = ("salesOrderLines",) if r["set"] == "salesOrders" else ()
+            rid = (r["rid"] or "").strip("'").lower()
+            lines = EntitySet(line_set, TEMPLATES[line_set], sim._guid_key)
+            lines.types = store.sets[line_set].types
+            lines.rows = {ln["id"]: ln for ln in store.lines(rid, line_set)}
+            return self._list(lines, pairs, query, headers, f"{ctx}({r['rid']})/{line_set}", bool(r["count"]))
+        expand = (LINE_SETS[r["set"]],) if r["set"] in LINE_SETS else ()
         return self._list(es, pairs, query, headers, ctx, bool(r["count"]), expand, store)
 
-    def _single(self, es: EntitySet, rid: str, query: dict[str, str], ctx: str, expand: tuple[str, ...] = (),
-                store: Any = None) -> Reply:
+    def _single(self, es: EntitySet, rid: str, query: dict[str, str], ctx: str, store: Any = None) -> Reply:
         rec = es.rows.get(rid.strip("'").lower())
         if rec is None:
             if es.name == "companies":
@@ -224,26 +240,25 @@ class Handler(BaseHTTPRequestHandler):
                                  f"'{rid}' cannot be found.")
             raise ODataError(404, "Internal_RecordNotFound", f"The {es.type_name} does not exist. "
                              f"Identification fields and values: SystemId='{{{rid.upper()}}}'")
-        q = parse_query(query, es, expand)
-        body = {"@odata.context": ctx, **project(rec, q.select)}
-        if "salesOrderLines" in q.expand:  # BC expands a single entity as it does a list
-            body["salesOrderLines"] = [dict(ln) for ln in store.lines(rec["id"])]
-        return 200, body, ODATA_JSON, _odata_headers()
+        q = parse_query(query, es, (LINE_SETS[es.name],) if es.name in LINE_SETS and store else ())
+        out = project(rec, q.select)
+        for line_set in q.expand:
+            out[line_set] = [dict(ln) for ln in store.lines(rec["id"], line_set)]
+        return 200, {"@odata.context": ctx, **out}, ODATA_JSON, _odata_headers()
 
     def _list(self, es: EntitySet, pairs: list[tuple[str, str]], query: dict[str, str], headers: dict[str, str],
               ctx: str, want_count: bool, expand: tuple[str, ...] = (), store: Any = None) -> Reply:
         q = parse_query(query, es, expand)
         if want_count:
             return 200, str(count(es, q)).encode(), "text/plain; charset=utf-8", _odata_headers()
-        size, extra = MAX_PAGE, _odata_headers()
-        if pm := re.search(r"odata\.maxpagesize\s*=\s*(\d+)", headers.get("prefer", "")):
-            size = max(1, min(int(pm[1]), MAX_PAGE))
+        size, extra = _page_size(headers), _odata_headers()
+        if "odata.maxpagesize" in headers.get("prefer", ""):
             extra["Preference-Applied"] = f"odata.maxpagesize={size}"
         page, top_left = run(es, q, size)
         value = [project(rec, q.select) for rec in page]
-        if "salesOrderLines" in q.expand:
+        for line_set in q.expand:  # only a header's own line set is expandable
             for out, rec in zip(value, page):
-                out["salesOrderLines"] = [dict(ln) for ln in store.lines(rec["id"])]
+                out[line_set] = [dict(ln) for ln in store.lines(rec["id"], line_set)]
         body: dict[str, Any] = {"@odata.context": ctx + (f"({','.join(q.select)})" if q.select else ""),
                                 "value": value}
         if top_left is not None and page:
@@ -301,11 +316,50 @@ class Handler(BaseHTTPRequestHandler):
             elif route == ("POST", "oauth") and parts[1:] == ["consent"]:
                 sim.directory.grants.decline_all = bool(data.get("decline"))
                 out = {"declineAll": sim.directory.grants.decline_all}
+            elif route == ("POST", "id_order"):
+                sim.set_id_order(str(data.get("order", "sql")))
+                out = {"idOrder": sim.id_order}
+            elif route == ("POST", "limits"):
+                sim.limits.configure(**data)
+                out = {"limits": {k: getattr(sim.limits, k) for k in ("per_window", "window_seconds", "concurrent",
+                                                                      "queued", "retry_after", "enabled")}}
+            elif route == ("POST", "slow"):
+                sim.slow.configure(data.get("threshold"), float(data.get("seconds", 0)), data.get("status"),
+                                   data.get("path_contains"))
+                out = {"slow": {"threshold": sim.slow.threshold, "seconds": sim.slow.seconds, "status": sim.slow.status}}
+            elif route == ("DELETE", "slow"):
+                sim.slow.off()
+                out = {"slow": None}
+            elif route == ("POST", "webhooks") and parts[1:] == ["foreign"]:
+                out = {"added": len(sim.webhooks.add_foreign(data.get("tenant", DEMO_TENANT), data.get(
+                    "environment", "production"), int(data.get("count", 1))))}
+            elif route == ("POST", "webhooks") and parts[1:] == ["environment_copy"]:
+                out = {"dropped": sim.webhooks.copy_environment(data.get("tenant", DEMO_TENANT),
+                                                               data.get("environment", "production"))}
+            elif route == ("POST", "webhooks") and parts[1:] == ["options"]:
+                hub = sim.webhooks
+                for key in ("resource_form", "collection_threshold", "delay_seconds", "limit"):
+                    if key in data:
+                        if key == "resource_form" and data[key] not in ("subscribed", "no_slash", "slash", "absolute"):
+                            raise ValueError(f"unknown resource_form {data[key]!r}")
+                        setattr(hub, key, data[key])
+                out = {k: getattr(hub, k) for k in ("resource_form", "collection_threshold", "delay_seconds", "limit")}
             elif route == ("POST", "advance"):
                 sim.advance(float(data.get("seconds", 0)))
                 out = {"now": fmt_dt(sim.now)}
             elif route == ("POST", "companies") and len(parts) == 5 and parts[4] == "stock":
                 out = sim.company(parts[1]).post_stock(parts[3], float(data["quantity"]))
+            elif route == ("POST", "companies") and len(parts) == 4 and parts[2] == "post":
+                out = sim.company(parts[1]).post_sales_order(parts[3], data.get("quantities"))
+            elif route == ("POST", "companies") and len(parts) == 3 and parts[2] in POSTINGS:
+                out = _post_document(sim.company(parts[1]), parts[2], data)
+            elif route == ("POST", "companies") and len(parts) == 4 and parts[2] == "lines":
+                out = sim.company(parts[1]).edit_line_only(parts[3], **data)
+            elif route == ("POST", "companies") and len(parts) == 4 and parts[2] == "uncommitted":
+                at = data.pop("modified_at", None)
+                out = sim.company(parts[1]).add(parts[3], data, modified_at=at, committed=False)
+            elif route == ("POST", "companies") and len(parts) == 3 and parts[2] == "commit":
+                out = {"committed": sim.company(parts[1]).commit()}
             elif route == ("POST", "companies") and len(parts) == 4:
                 out = sim.company(parts[1]).update(parts[2], parts[3], modified_at=data.pop("modified_at", None), **data)
             if out is None:
@@ -313,6 +367,27 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, out)
         except (KeyError, TypeError, ValueError) as e:
             self._json(400, {"error": repr(e)})
+
+
+POSTINGS = ("salesInvoices", "salesCreditMemos", "purchaseInvoices")
+
+
+def _post_document(store: Any, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """POST /_sim/companies/{cid}/{salesInvoices|salesCreditMemos|purchaseInvoices} with
+    {"customerId"|"vendorId", "lines": [{"itemId", "quantity"}], "invoiceId"?, "fromOrder"?}."""
+    lines = [(str(ln["itemId"]), float(ln["quantity"])) for ln in data["lines"]]
+    if kind == "salesInvoices":
+        return store.create_sales_invoice(data["customerId"], lines)
+    if kind == "salesCreditMemos":
+        return store.post_sales_credit_memo(data["customerId"], lines, data.get("invoiceId"))
+    return store.post_purchase_invoice(data["vendorId"], lines, from_order=bool(data.get("fromOrder", True)))
+
+
+def _page_size(headers: dict[str, str]) -> int:
+    """The page size a list request gets: its `Prefer: odata.maxpagesize`, else the server's."""
+    if pm := re.search(r"odata\.maxpagesize\s*=\s*(\d+)", headers.get("prefer", "")):
+        return max(1, min(int(pm[1]), MAX_PAGE))
+    return MAX_PAGE
 
 
 def _odata_headers() -> dict[str, str]:

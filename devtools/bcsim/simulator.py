@@ -1,6 +1,7 @@
 """BCSimulator: the object tests and the demo hold; owns the clock, the data, the server thread."""
 from __future__ import annotations
 
+import os
 import random
 import ssl
 import threading
@@ -13,11 +14,13 @@ from typing import Any
 from .auth import Directory
 from .certs import Certs, make_certs
 from .faults import FaultPlan
+from .guids import guid_key_for
+from .limits import RateLimits, SlowPages
 from .odata import ODataError
 from .seed import SEED_BASE, fmt_dt
 from .server import QuietServer, make_server
 from .webhooks import WebhookHub
-from .store import DEMO_SIZES, SMALL_SIZES, TEMPLATES, CompanyStore, EntitySet
+from .store import DEMO_SIZES, SEEDED, SMALL_SIZES, TEMPLATES, CompanyStore, EntitySet
 
 DEMO_TENANT_ID = "7b0f3c1e-4d2a-4f6b-9c8e-2a1d5e6f7a80"
 DEMO_TENANT_DOMAIN = "cronus.example"  # the demo tenant's verified domain: tenantId may be either
@@ -47,11 +50,21 @@ class RecordedRequest:
 class BCSimulator:
     """Entra ID authority + BC API v2.0 over HTTPS on 127.0.0.1, with deterministic demo data."""
 
-    def __init__(self, seed: int = 42) -> None:
+    def __init__(self, seed: int = 42, *, id_order: str | None = None) -> None:
+        """`id_order`: how GUIDs sort and compare (`$orderby=id`, `gt`/`lt`, `$skiptoken`): "sql"
+        (SQL Server uniqueidentifier order, as BC does; the default) or "text" (the other reading).
+        The BCSIM_ID_ORDER environment variable sets the default, to run a whole suite either way."""
         self.seed = seed
+        id_order = id_order or os.environ.get("BCSIM_ID_ORDER") or "sql"
+        self.id_order = id_order
+        self._guid_key = guid_key_for(id_order)
         self._lock = threading.RLock()
         self._wall0, self._mono0, self._offset = datetime.now(timezone.utc), time.monotonic(), timedelta()
         self.faults = FaultPlan()
+        #: BC's request limits per credential (sliding 5-minute window, 5 at once + 95 queued)
+        self.limits = RateLimits(lambda: self.now.timestamp())
+        #: heavy pages that take long (off until configured)
+        self.slow = SlowPages()
         self.directory = Directory(lambda: self.now)
         self.requests: list[RecordedRequest] = []
         self._requests_lock = threading.Lock()
@@ -81,6 +94,10 @@ class BCSimulator:
         return self
 
     def stop(self) -> None:
+        self.slow.off()  # let held requests finish so the server can shut down
+        for fault in self.faults.pending():
+            if fault.hold is not None:
+                fault.hold.set()
         self.webhooks.close()
         if self._server is not None:
             self._server.shutdown()
@@ -187,16 +204,37 @@ class BCSimulator:
             self.directory.tenant(tenant_id, create=True)
             tenant = tenant_id.lower()
             if tenant not in self._companies:
-                self._companies[tenant] = EntitySet("companies", TEMPLATES["companies"])
+                self._companies[tenant] = EntitySet("companies", TEMPLATES["companies"], self._guid_key)
             self._companies[tenant].put({
                 "id": cid, "systemVersion": "25.5.31452.0", "timestamp": rng.randint(2000, 90000), "name": name,
                 "displayName": display_name or name, "businessProfileId": "", "systemCreatedAt": created,
                 "systemCreatedBy": admin, "systemModifiedAt": created, "systemModifiedBy": admin})
-            store = self._stores[cid] = CompanyStore(cid, tenant, self.seed, self._lock, lambda: self.now)
+            store = self._stores[cid] = CompanyStore(cid, tenant, self.seed, self._lock, lambda: self.now,
+                                                     self._guid_key)
             store.on_change = lambda entity_set, rid, change, cid=cid: self.webhooks.changed(cid, entity_set, rid, change)
-            for entity_set in ("vendors", "customers", "items", "salesOrders", "generalLedgerEntries"):
+            for entity_set in SEEDED:
                 store.bulk(entity_set, (SMALL_SIZES if sizes is None else sizes).get(entity_set, 0))
         return cid
+
+    def set_id_order(self, id_order: str) -> None:
+        """Switch how GUIDs sort and compare ("sql" or "text") for every company, from now on."""
+        key = guid_key_for(id_order)
+        with self._lock:
+            self.id_order, self._guid_key = id_order, key
+            for es in [*self._companies.values(), *(s for st in self._stores.values() for s in st.sets.values())]:
+                es.set_guid_order(key)
+
+    def reset_controls(self) -> None:
+        """Back to BC's defaults for every behaviour control (not the data): limits and their
+        window, slow pages, faults, webhook options. A session-scoped simulator's reset calls it."""
+        self.limits.configure(per_window=6000, window_seconds=300.0, concurrent=5, queued=95, retry_after=None,
+                              enabled=True)
+        self.limits.reset()
+        self.slow.off()
+        self.faults.clear()
+        hub = self.webhooks
+        hub.resource_form, hub.collection_threshold, hub.limit, hub.delay_seconds = "subscribed", 1000, 200, 30.0
+        self.set_id_order(os.environ.get("BCSIM_ID_ORDER") or "sql")
 
     def company(self, company_id: str = DEMO_COMPANY_ID) -> CompanyStore:
         return self._stores[company_id.lower()]
@@ -209,7 +247,7 @@ class BCSimulator:
 
     # ---- used by the server --------------------------------------------------------------------
     def _company_set(self, tenant_id: str) -> EntitySet:
-        return self._companies.get(tenant_id.lower()) or EntitySet("companies", TEMPLATES["companies"])
+        return self._companies.get(tenant_id.lower()) or EntitySet("companies", TEMPLATES["companies"], self._guid_key)
 
     def _store_for(self, tenant_id: str, company_id: str | None) -> CompanyStore:
         store = self._stores.get((company_id or "").strip("'").lower())

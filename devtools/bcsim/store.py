@@ -6,11 +6,15 @@ is found with bisect; only the rows of the page being served are copied.
 from __future__ import annotations
 
 import random
+import re
 import threading
 from bisect import bisect_left, bisect_right
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
+from . import documents as docs
+from . import posting
+from .guids import GuidKey, sql_key
 from .seed import BLANK_DATE, BLANK_ENUM, ZERO_GUID, Factory, dec, etag_for, fmt_dt, parse_dt, price_line
 
 # entity set -> (OData type name, primary key used for default ordering)
@@ -19,9 +23,24 @@ ENTITY_SETS: dict[str, tuple[str, str]] = {
     "salesOrders": ("salesOrder", "number"), "salesOrderLines": ("salesOrderLine", "sequence"),
     "generalLedgerEntries": ("generalLedgerEntry", "entryNumber"),
     "itemLedgerEntries": ("itemLedgerEntry", "entryNumber"), "companies": ("company", "name"),
+    "salesInvoices": ("salesInvoice", "number"), "salesInvoiceLines": ("salesInvoiceLine", "sequence"),
+    "salesCreditMemos": ("salesCreditMemo", "number"), "salesCreditMemoLines": ("salesCreditMemoLine", "sequence"),
+    "purchaseInvoices": ("purchaseInvoice", "number"), "purchaseInvoiceLines": ("purchaseInvoiceLine", "sequence"),
+    "accounts": ("account", "number"),
 }
-DEMO_SIZES = {"vendors": 45, "items": 230, "customers": 60, "salesOrders": 40, "generalLedgerEntries": 500}
-SMALL_SIZES = {"vendors": 5, "items": 7, "customers": 3, "salesOrders": 2, "generalLedgerEntries": 10}
+LINE_SETS = docs.LINE_SETS
+#: sets without webhooks (BC: lines and ledger entries cannot be subscribed to)
+NO_WEBHOOKS = frozenset(LINE_SETS.values()) | {"itemLedgerEntries"}
+#: what add_company seeds, in this order (accounts first: G/L entries name them)
+SEEDED = ("accounts", "vendors", "customers", "items", "salesOrders", "generalLedgerEntries", "salesInvoices",
+          "salesCreditMemos", "purchaseInvoices")
+DEMO_SIZES = {"vendors": 45, "items": 230, "customers": 60, "salesOrders": 40, "generalLedgerEntries": 500,
+              "accounts": len(docs.CHART), "salesInvoices": 80, "salesCreditMemos": 8, "purchaseInvoices": 35}
+SMALL_SIZES = {"vendors": 5, "items": 7, "customers": 3, "salesOrders": 2, "generalLedgerEntries": 10,
+               "accounts": len(docs.CHART), "salesInvoices": 3, "salesCreditMemos": 1, "purchaseInvoices": 2}
+
+
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def edm_type(field: str, sample: Any) -> str:
@@ -30,38 +49,48 @@ def edm_type(field: str, sample: Any) -> str:
         return "Edm.Boolean"
     if isinstance(sample, (int, float)):
         return "Edm.Int32" if field in ("entryNumber", "sequence", "timestamp") else "Edm.Decimal"
-    if field == "id" or sample == ZERO_GUID:
+    if field == "id" or sample == ZERO_GUID or (field.endswith("Id") and _GUID.match(str(sample))):
         return "Edm.Guid"
     if field.endswith("DateTime") or field in ("systemCreatedAt", "systemModifiedAt"):
         return "Edm.DateTimeOffset"
     return "Edm.Date" if sample == BLANK_DATE or field.endswith("Date") else "Edm.String"
 
 
-def _sv(value: Any, typ: str) -> tuple[int, Any]:
-    """Sort value that never raises on mixed types (tests store odd values on purpose)."""
+def _sv(value: Any, typ: str, guid_key: GuidKey = sql_key) -> tuple[int, Any]:
+    """Sort value that never raises on mixed types (tests store odd values on purpose); GUIDs
+    sort by `guid_key` (SQL Server's uniqueidentifier order unless the text reading is played)."""
     if value is None:
         return (0, 0)
     if isinstance(value, (bool, int, float)):
         return (1, float(value))
     if typ == "Edm.DateTimeOffset" and (dt := parse_dt(str(value))) is not None:
         return (1, dt.timestamp())
-    return (2, str(value).lower() if typ == "Edm.Guid" else str(value))
+    return (2, guid_key(str(value)) if typ == "Edm.Guid" else str(value))
 
 
 class EntitySet:
     """Rows of one set keyed by id; deleted rows stay as tombstones so old skiptokens still sort."""
 
-    def __init__(self, name: str, template: dict[str, Any]) -> None:
+    def __init__(self, name: str, template: dict[str, Any], guid_key: GuidKey = sql_key) -> None:
         self.name = name
+        self.guid_key = guid_key
         self.type_name, self.pk = ENTITY_SETS[name]
         self.types = {k: edm_type(k, v) for k, v in template.items() if k != "@odata.etag"}
         self.rows: dict[str, dict[str, Any]] = {}
         self.gone: dict[str, dict[str, Any]] = {}
         self._orders: dict[str, tuple[list[tuple[Any, ...]], list[str]]] = {}
 
+    def set_guid_order(self, guid_key: GuidKey) -> None:
+        """Play another reading of GUID order (cached orderings are dropped)."""
+        self.guid_key = guid_key
+        self._orders.clear()
+
     def sort_key(self, rec: dict[str, Any], field: str) -> tuple[Any, ...]:
-        pk = (_sv(rec.get(self.pk), self.types.get(self.pk, "")), str(rec.get("id")))
-        return pk if field == self.pk else (_sv(rec.get(field), self.types.get(field, "")), *pk)
+        gk = self.guid_key
+        if field == "id":  # unique: no tie-break needed (and the big sets sort by it)
+            return (gk(str(rec.get("id"))),)
+        pk = (_sv(rec.get(self.pk), self.types.get(self.pk, ""), gk), gk(str(rec.get("id"))))
+        return pk if field == self.pk else (_sv(rec.get(field), self.types.get(field, ""), gk), *pk)
 
     def ordered(self, field: str) -> tuple[list[tuple[Any, ...]], list[str]]:
         """(sorted keys, ids in that order), cached until a change touches `field` or the key."""
@@ -103,6 +132,10 @@ class EntitySet:
         return (self.rows[ids[i]] for i in rng)
 
 
+_ITEM_STUB = {"id": ZERO_GUID, "number": "", "displayName": "", "baseUnitOfMeasureId": ZERO_GUID,
+              "baseUnitOfMeasureCode": "", "taxGroupCode": ""}
+
+
 def _blank(name: str) -> dict[str, Any]:
     """A record with every property blank, in BC's property order: schema and `.add` defaults."""
     f = Factory(random.Random(0))
@@ -114,6 +147,13 @@ def _blank(name: str) -> dict[str, Any]:
             "id": ZERO_GUID, "number": "", "displayName": "", "baseUnitOfMeasureId": ZERO_GUID,
             "baseUnitOfMeasureCode": "", "taxGroupCode": ""}, 0, 0),
         "generalLedgerEntries": lambda: f.gl_pair()[0],
+        "salesInvoices": lambda: docs.sales_invoice(f, party, number="", day="2025-01-01"),
+        "salesCreditMemos": lambda: docs.sales_credit_memo(f, party, number="", day="2025-01-01"),
+        "purchaseInvoices": lambda: docs.purchase_invoice(f, party, number="", day="2025-01-01"),
+        "salesInvoiceLines": lambda: docs.document_line(f, ZERO_GUID, 0, _ITEM_STUB, 0, 0),
+        "salesCreditMemoLines": lambda: docs.document_line(f, ZERO_GUID, 0, _ITEM_STUB, 0, 0),
+        "purchaseInvoiceLines": lambda: docs.document_line(f, ZERO_GUID, 0, _ITEM_STUB, 0, 0, purchase=True),
+        "accounts": lambda: docs.account(f, "", "", "", "", "", ZERO_GUID),
         "itemLedgerEntries": lambda: f.item_ledger_entry({"number": ""}, 0, BLANK_DATE),
         "companies": lambda: {"id": ZERO_GUID, "systemVersion": "", "timestamp": 0, "name": "", "displayName": "",
                               "businessProfileId": "", "systemCreatedAt": "", "systemCreatedBy": ZERO_GUID,
@@ -140,13 +180,18 @@ class CompanyStore:
     """One company's data and the mutation API tests use; every call takes the simulator's lock."""
 
     def __init__(self, company_id: str, tenant_id: str, seed: int, lock: threading.RLock,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], guid_key: GuidKey = sql_key) -> None:
         self.id, self.tenant_id, self._lock, self._clock = company_id, tenant_id, lock, clock
         self.factory = Factory(random.Random(f"{seed}:{company_id}"))
-        self.sets = {n: EntitySet(n, TEMPLATES[n]) for n in ENTITY_SETS if n != "companies"}
+        self.sets = {n: EntitySet(n, TEMPLATES[n], guid_key) for n in ENTITY_SETS if n != "companies"}
+        #: document id -> ids of its lines (every header set's; SystemIds are unique per company)
         self.lines_by_order: dict[str, set[str]] = {}
+        #: account number -> id (G/L entries of postings name their accounts)
+        self.account_ids: dict[str, str] = {}
         self.extensions: dict[str, dict[str, Any]] = {}
         self._version = 0  # feeds etags so every write gets a fresh one
+        #: rows written but not committed yet: (entity_set, row), invisible until `commit()`
+        self.uncommitted: list[tuple[str, dict[str, Any]]] = []
         #: (entity_set, record id, changeType) -> None: the webhook hub listens here
         self.on_change: Callable[[str, str, str], None] | None = None
 
@@ -165,9 +210,21 @@ class CompanyStore:
             rec.setdefault(field, value(rec) if callable(value) else value)
         rec = {"@odata.etag": etag_for(rec["id"], str(rec.get("lastModifiedDateTime", ""))), **rec}
         self.sets[entity_set].put(rec)
-        if entity_set == "salesOrderLines":
+        if entity_set in NO_WEBHOOKS and "documentId" in rec:
             self.lines_by_order.setdefault(rec["documentId"], set()).add(rec["id"])
+        elif entity_set == "accounts":
+            self.account_ids[rec["number"]] = rec["id"]
+        elif entity_set == "generalLedgerEntries":
+            self._net_change(rec)
         return rec
+
+    def _net_change(self, entry: dict[str, Any]) -> None:
+        """An account's netChange is a FlowField: it follows its entries, its timestamp does not."""
+        acc = self.sets["accounts"].rows.get(entry.get("accountId") or "")
+        if acc is not None:
+            acc["netChange"] = dec(float(acc["netChange"] or 0) + float(entry.get("debitAmount") or 0)
+                                   - float(entry.get("creditAmount") or 0))
+            self.sets["accounts"].changed({"netChange"})
 
     def _changed(self, entity_set: str, record_id: str, change_type: str) -> None:
         if self.on_change is not None:
@@ -182,9 +239,11 @@ class CompanyStore:
         rec["@odata.etag"] = etag_for(rec["id"], str(rec.get("lastModifiedDateTime")), str(self._version))
         self.sets[entity_set].changed(set(fields) | {"lastModifiedDateTime"})
 
-    def lines(self, order_id: str) -> list[dict[str, Any]]:
-        rows = self.sets["salesOrderLines"].rows
-        return sorted((rows[i] for i in self.lines_by_order.get(order_id, ())), key=lambda r: r["sequence"])
+    def lines(self, order_id: str, line_set: str = "salesOrderLines") -> list[dict[str, Any]]:
+        """A document's lines (live rows) in sequence order."""
+        rows = self.sets[line_set].rows
+        return sorted((rows[i] for i in self.lines_by_order.get(order_id, ()) if i in rows),
+                      key=lambda r: r["sequence"])
 
     def _reprice_order(self, order_id: str, when: datetime | str | None) -> None:
         order = self.sets["salesOrders"].rows[order_id]
@@ -210,6 +269,22 @@ class CompanyStore:
                     if item["inventory"] > 0:
                         self._store("itemLedgerEntries", f.item_ledger_entry(
                             item, item["inventory"], item["lastModifiedDateTime"]))
+                elif entity_set == "accounts":
+                    if i < len(docs.CHART):
+                        no, name, cat, sub, typ = docs.CHART[i]
+                        f.counters["accounts"] = i + 1
+                    else:
+                        no, name, cat, sub, typ = f.next_number("accounts"), f"Account {i}", "Expense", "", "Posting"
+                    known = {n: aid for n, _, aid in f.accounts}
+                    self._store("accounts", docs.account(f, no, name, cat, sub, typ, known.get(no) or f.new_id()))
+                elif entity_set in ("salesInvoices", "salesCreditMemos", "purchaseInvoices"):
+                    if i == start:
+                        parties = list(self.sets["vendors" if entity_set == "purchaseInvoices" else "customers"]
+                                       .rows.values())
+                        items = [x for x in self.sets["items"].rows.values() if x["type"] != "Service"]
+                        invoices = list(self.sets["salesInvoices"].rows.values())
+                    if parties and items:
+                        self._seed_document(entity_set, r.choice(parties), items, invoices)
                 elif entity_set == "generalLedgerEntries":
                     if (i - start) % 2 == 0:
                         pair = f.gl_pair()
@@ -230,6 +305,37 @@ class CompanyStore:
                 else:
                     raise KeyError(f"bulk seeding not supported for {entity_set!r}")
 
+    def _seed_document(self, entity_set: str, party: dict[str, Any], items: list[dict[str, Any]],
+                       invoices: list[dict[str, Any]]) -> None:
+        """One posted document of the seed: most invoices came from an order (since posted and
+        gone from salesOrders), some were made directly; a few credit memos correct an invoice."""
+        f, r = self.factory, self.factory.rng
+        day, number = docs.seed_day(f), f.next_number(entity_set)
+        if entity_set == "salesInvoices":
+            from_order = r.random() < 0.7
+            head = docs.sales_invoice(f, party, number=number, day=day, status=r.choice(["Open", "Paid", "Paid"]),
+                                      order_id=f.new_id() if from_order else ZERO_GUID,
+                                      order_number=str(100001 + f.counters["salesInvoices"]) if from_order else "")
+        elif entity_set == "salesCreditMemos":
+            inv = r.choice(invoices) if invoices and r.random() < 0.6 else None
+            head = docs.sales_credit_memo(f, party, number=number, day=day, invoice_id=inv["id"] if inv else ZERO_GUID,
+                                          invoice_number=inv["number"] if inv else "")
+        else:
+            from_order = r.random() < 0.8
+            head = docs.purchase_invoice(f, party, number=number, day=day, status=r.choice(["Open", "Paid"]),
+                                         order_id=f.new_id() if from_order else ZERO_GUID,
+                                         order_number=f.next_number("purchaseOrders") if from_order else "")
+        purchase = entity_set == "purchaseInvoices"
+        lines = []
+        for n in range(r.randint(1, 4)):
+            it = r.choice(items)
+            price = it["unitCost"] if purchase else it["unitPrice"]
+            lines.append(docs.document_line(f, head["id"], 10000 * (n + 1), it, r.randint(1, 12), price,
+                                            purchase=purchase, day=day))
+        self._store(entity_set, docs.total_document(head, lines))
+        for ln in lines:
+            self._store(LINE_SETS[entity_set], ln)
+
     # ---- read API ------------------------------------------------------------------------
     def records(self, entity_set: str) -> list[dict[str, Any]]:
         """Copies of all rows in primary-key order."""
@@ -243,9 +349,15 @@ class CompanyStore:
             return dict(rec) if rec else None
 
     # ---- write API -----------------------------------------------------------------------
-    def add(self, entity_set: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """Insert with BC defaults; id/number/etag/lastModifiedDateTime generated when missing."""
+    def add(self, entity_set: str, fields: dict[str, Any], *, modified_at: datetime | str | None = None,
+            committed: bool = True) -> dict[str, Any]:
+        """Insert with BC defaults; id/number/etag/lastModifiedDateTime generated when missing.
+
+        `committed=False` plays a long transaction: the row is stamped now (or `modified_at`) and
+        numbered at insert, but stays invisible (no read, no notification) until `commit()`."""
         with self._lock:
+            if not committed:
+                return self._add_uncommitted(entity_set, fields, modified_at)
             if entity_set == "salesOrderLines":
                 f = dict(fields)
                 return self.add_order_line(f.pop("documentId"), f.pop("itemId"), f.pop("quantity", 1),
@@ -256,7 +368,7 @@ class CompanyStore:
             key = es.pk
             rec[key] = self.factory.next_number(entity_set) if key in ("number", "entryNumber") else rec[key]
             if "lastModifiedDateTime" in rec:
-                rec["lastModifiedDateTime"] = self._stamp(None)
+                rec["lastModifiedDateTime"] = self._stamp(modified_at)
             rec.update(fields)
             rec = self._store(entity_set, rec)
             self._changed(entity_set, rec["id"], "created")
@@ -264,6 +376,46 @@ class CompanyStore:
                 self._store("itemLedgerEntries", self.factory.item_ledger_entry(
                     rec, float(rec["inventory"]), rec["lastModifiedDateTime"]))
             return dict(rec)
+
+    def _add_uncommitted(self, entity_set: str, fields: dict[str, Any],
+                         modified_at: datetime | str | None) -> dict[str, Any]:
+        es = self._set(entity_set)
+        rec = {k: v for k, v in TEMPLATES[entity_set].items() if k != "@odata.etag"}
+        rec["id"] = self.factory.new_id()
+        if es.pk in ("number", "entryNumber"):
+            rec[es.pk] = self.factory.next_number(entity_set)
+        if "lastModifiedDateTime" in rec:
+            rec["lastModifiedDateTime"] = self._stamp(modified_at)
+        rec.update(fields)
+        rec = {"@odata.etag": etag_for(rec["id"], str(rec.get("lastModifiedDateTime", ""))), **rec}
+        self.uncommitted.append((entity_set, rec))
+        return dict(rec)
+
+    def commit(self) -> list[str]:
+        """The long transaction commits: its rows appear at once, with the stamps they were
+        written with (earlier than any watermark taken meanwhile); returns their ids."""
+        with self._lock:
+            rows, self.uncommitted = self.uncommitted, []
+            for entity_set, rec in rows:
+                self._store(entity_set, {k: v for k, v in rec.items() if k != "@odata.etag"})
+                self._changed(entity_set, rec["id"], "created")
+            return [rec["id"] for _, rec in rows]
+
+    def edit_line_only(self, line_id: str, **fields: Any) -> dict[str, Any]:
+        """Edit a sales order line's description or shipment date the way BC can: the line
+        changes, the order's `lastModifiedDateTime` (and etag) do NOT, yet the order's webhook
+        subscription is told the order was `updated`."""
+        allowed = {"description", "description2", "shipmentDate"}
+        if not fields or set(fields) - allowed:
+            raise ValueError(f"a line-only edit changes only {sorted(allowed)}, not {sorted(set(fields) - allowed)}")
+        with self._lock:
+            line = self.sets["salesOrderLines"].rows[line_id]
+            line.update(fields)
+            self._version += 1
+            line["@odata.etag"] = etag_for(line_id, str(self._version))
+            self.sets["salesOrderLines"].changed(set(fields))
+            self._changed("salesOrders", line["documentId"], "updated")
+            return dict(line)
 
     def update(self, entity_set: str, record_id: str, *, modified_at: datetime | str | None = None,
                **fields: Any) -> dict[str, Any]:
@@ -285,8 +437,9 @@ class CompanyStore:
                 return self.remove_order_line(line["documentId"], record_id)
             self._set(entity_set).remove(record_id)
             self._changed(entity_set, record_id, "deleted")
-            for lid in self.lines_by_order.pop(record_id, set()) if entity_set == "salesOrders" else ():
-                self.sets["salesOrderLines"].remove(lid)
+            for lid in self.lines_by_order.pop(record_id, set()) if entity_set in LINE_SETS else ():
+                if lid in self.sets[LINE_SETS[entity_set]].rows:
+                    self.sets[LINE_SETS[entity_set]].remove(lid)
 
     def post_stock(self, item_id: str, quantity: float, *, modified_at: datetime | str | None = None,
                    document_number: str = "") -> dict[str, Any]:
@@ -354,6 +507,28 @@ class CompanyStore:
             self.lines_by_order.get(order_id, set()).remove(line_id)
             self.sets["salesOrderLines"].remove(line_id)
             self._reprice_order(order_id, modified_at)
+
+    # ---- posting (see posting.py) ---------------------------------------------------------
+    def post_sales_order(self, order_id: str, quantities: dict[str, float] | None = None) -> dict[str, Any]:
+        """Ship and invoice an order (all that is left, or `quantities` per line id): returns the
+        posted sales invoice; a fully posted order leaves salesOrders."""
+        with self._lock:
+            return posting.post_sales_order(self, order_id, quantities)
+
+    def create_sales_invoice(self, customer_id: str, lines: list[tuple[str, float]]) -> dict[str, Any]:
+        """An invoice posted without an order (orderId = zero GUID)."""
+        with self._lock:
+            return posting.create_sales_invoice(self, customer_id, lines)
+
+    def post_sales_credit_memo(self, customer_id: str, lines: list[tuple[str, float]],
+                               invoice_id: str | None = None) -> dict[str, Any]:
+        with self._lock:
+            return posting.post_sales_credit_memo(self, customer_id, lines, invoice_id)
+
+    def post_purchase_invoice(self, vendor_id: str, lines: list[tuple[str, float]], *, from_order: bool = True,
+                              unit_costs: dict[str, float] | None = None) -> dict[str, Any]:
+        with self._lock:
+            return posting.post_purchase_invoice(self, vendor_id, lines, from_order=from_order, unit_costs=unit_costs)
 
     def add_extension_field(self, entity_set: str, field: str, value: Any) -> None:
         """A property added by an extension: present on every row, now and on rows added later."""

@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, Any, Callable
 import httpx
 
 from .odata import ODataError
-from .seed import etag_for, fmt_dt
+from .seed import etag_for, fmt_dt, parse_dt
+from .store import NO_WEBHOOKS
 
 if TYPE_CHECKING:
     from .simulator import BCSimulator
 
 log = logging.getLogger(__name__)
-RESOURCE_RE = re.compile(r"^/api/v2\.0/companies\((?P<cid>[^)]+)\)/(?P<set>\w+)$", re.IGNORECASE)
+RESOURCE_RE = re.compile(r"^/?api/v2\.0/companies\((?P<cid>[^)]+)\)/(?P<set>\w+)$", re.IGNORECASE)
+SYSTEM_USER = "f2a5738a-44e3-ea11-bb43-000d3a2feca1"  # the app's user in BC (systemCreatedBy/ModifiedBy)
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 
 
@@ -47,6 +49,8 @@ class Subscription:
     company_id: str
     entity_set: str
     lastModifiedDateTime: datetime
+    foreign: bool = False  # another app's or a Power Automate flow's: counts to the limit, never listed to us
+    createdAt: datetime | None = None
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -58,7 +62,10 @@ class Subscription:
             "lastModifiedDateTime": fmt_dt(self.lastModifiedDateTime),
             "clientState": self.clientState,
             "expirationDateTime": fmt_dt(self.expirationDateTime),
-            "systemCreatedAt": fmt_dt(self.lastModifiedDateTime),
+            "systemCreatedAt": fmt_dt(self.createdAt or self.lastModifiedDateTime),
+            "systemCreatedBy": SYSTEM_USER,
+            "systemModifiedAt": fmt_dt(self.lastModifiedDateTime),
+            "systemModifiedBy": SYSTEM_USER,
         }
 
 
@@ -83,7 +90,10 @@ class WebhookHub:
         self.subscriptions: dict[str, Subscription] = {}
         self.delay_seconds = 30.0  # BC waits ~30 s after the first change
         self.collection_threshold = 1000  # more changes than this in one batch -> one `collection`
-        self.limit = 200  # per environment
+        self.limit = 200  # per environment, shared with every other app and flow
+        #: how item resources are written: "subscribed" (the subscription's resource + (id), as BC's
+        #: codeunit builds it), "no_slash" (Microsoft's documented sample), "slash" or "absolute"
+        self.resource_form = "subscribed"
         self.expiry = timedelta(days=3)
         self.retry_seconds = 1.0  # first retry delay, doubled each time (BC: ~36 h in all)
         self.max_attempts = 5
@@ -112,18 +122,19 @@ class WebhookHub:
             raise ODataError(400, "BadRequest_ResourceNotFound", f"The resource '{resource}' cannot be subscribed to.")
         company_id, entity_set = match["cid"].strip("'").lower(), match["set"]
         store = self._sim._store_for(tenant, company_id)
-        if entity_set not in store.sets or entity_set in ("salesOrderLines", "itemLedgerEntries"):
+        if entity_set not in store.sets or entity_set in NO_WEBHOOKS:
             raise ODataError(400, "BadRequest_ResourceNotFound", f"The resource '{resource}' cannot be subscribed to.")
         with self._lock:
             used = sum(1 for s in self.subscriptions.values() if (s.tenant, s.environment) == (tenant, environment))
             if used >= self.limit:
-                raise ODataError(400, "BadRequest", f"The maximum number of subscriptions ({self.limit}) has been reached.")
+                raise ODataError(400, "BadRequest", f"The maximum number of subscriptions ({self.limit}) has been "
+                                 "reached for this environment. Delete subscriptions that are no longer used.")
         self._handshake(url)
         now = self._sim.now
         sub = Subscription(
             subscriptionId=secrets.token_hex(16), tenant=tenant, environment=environment, notificationUrl=url,
             resource=resource, clientState=state, expirationDateTime=now + self.expiry, etag="",
-            company_id=company_id, entity_set=entity_set, lastModifiedDateTime=now)
+            company_id=company_id, entity_set=entity_set, lastModifiedDateTime=now, createdAt=now)
         sub.etag = etag_for(sub.subscriptionId, fmt_dt(now))
         with self._lock:
             self.subscriptions[sub.subscriptionId] = sub
@@ -138,7 +149,32 @@ class WebhookHub:
 
     def list(self, tenant: str, environment: str) -> list[Subscription]:
         with self._lock:
-            return [s for s in self.subscriptions.values() if (s.tenant, s.environment) == (tenant, environment)]
+            return [s for s in self.subscriptions.values()
+                    if (s.tenant, s.environment) == (tenant, environment) and not s.foreign]
+
+    def add_foreign(self, tenant: str, environment: str, count: int) -> list[str]:
+        """Fill the environment with `count` subscriptions of other apps and flows: they use up
+        the shared limit but are not ours to see or delete, and are never delivered."""
+        now, ids = self._sim.now, []
+        with self._lock:
+            for _ in range(count):
+                sid = secrets.token_hex(16)
+                self.subscriptions[sid] = Subscription(
+                    sid, tenant.lower(), environment.lower(), "https://prod-00.westeurope.logic.azure.com/workflows/x",
+                    "/api/v2.0/companies(00000000-0000-0000-0000-000000000000)/customers", "", now + self.expiry,
+                    etag_for(sid), "", "", now, foreign=True)
+                ids.append(sid)
+        return ids
+
+    def copy_environment(self, tenant: str, environment: str) -> int:
+        """An environment copy (or restore) over this one: every subscription is gone, ours
+        and other apps' alike; pending notifications go with them. Returns how many."""
+        with self._lock:
+            gone = [sid for sid, s in self.subscriptions.items() if (s.tenant, s.environment) == (tenant.lower(), environment.lower())]
+            for sid in gone:
+                self.subscriptions.pop(sid, None)
+                self._pending.pop(sid, None)
+        return len(gone)
 
     def renew(self, tenant: str, environment: str, sid: str, if_match: str | None, body: dict[str, Any]) -> Subscription:
         sub = self.get(tenant, environment, sid)
@@ -187,7 +223,7 @@ class WebhookHub:
             for sub in list(self.subscriptions.values()):
                 if sub.company_id != company_id or sub.entity_set != entity_set or sub.expirationDateTime <= now:
                     continue
-                resource = sub.resource + (f"({record_id})" if change_type == "deleted" else "")
+                resource = self.item_resource(sub, f"{entity_set}({record_id})")
                 item = {"subscriptionId": sub.subscriptionId, "clientState": sub.clientState,
                         "expirationDateTime": fmt_dt(sub.expirationDateTime), "resource": resource,
                         "changeType": change_type, "lastModifiedDateTime": fmt_dt(now)}
@@ -195,6 +231,26 @@ class WebhookHub:
                 batch.append(item)
                 if len(batch) == 1:
                     self._later(self.delay_seconds, lambda sid=sub.subscriptionId: self._flush(sid))
+
+    def item_resource(self, sub: Subscription, tail: str) -> str:
+        """The `resource` of an item naming one record (`tail` = `set(id)`), in the chosen form."""
+        if self.resource_form == "subscribed":  # BC: the subscribed resource + (key)
+            return f"{sub.resource}({tail.split('(', 1)[1]}"
+        path = f"api/v2.0/companies({sub.company_id})/{tail}"
+        return {"no_slash": path, "slash": "/" + path,
+                "absolute": f"{self._sim.base_url}/v2.0/{sub.tenant}/{sub.environment}/{path}"}[self.resource_form]
+
+    def collection_resource(self, sub: Subscription, first_change: str) -> str:
+        """BC: the subscribed resource filtered on 50 ms before the batch's first change (the
+        documented sample writes it with a leading slash even where items have none)."""
+        since = fmt_dt(parse_dt(first_change) - timedelta(milliseconds=50))  # type: ignore[operator]
+        query = f"?$filter=lastModifiedDateTime%20gt%20{since}"
+        path = f"api/v2.0/companies({sub.company_id})/{sub.entity_set}"
+        if self.resource_form == "subscribed":
+            return sub.resource + query
+        if self.resource_form == "absolute":
+            return f"{self._sim.base_url}/v2.0/{sub.tenant}/{sub.environment}/{path}{query}"
+        return f"/{path}{query}"
 
     def _later(self, seconds: float, fn: Callable[[], None]) -> None:
         timer = threading.Timer(seconds, lambda: self._fire(timer, fn))
@@ -216,10 +272,9 @@ class WebhookHub:
             sub = self.subscriptions.get(sid)
         if not items or sub is None:
             return
-        if len(items) > self.collection_threshold:
-            first = items[0]["lastModifiedDateTime"]
+        if len(items) > self.collection_threshold:  # creates, updates and deletes alike
             items = [{**items[-1], "changeType": "collection",
-                      "resource": f"{sub.resource}?$filter=lastModifiedDateTime%20gt%20{first}"}]
+                      "resource": self.collection_resource(sub, items[0]["lastModifiedDateTime"])}]
         self._deliver(sub, items, attempt=1)
 
     def _deliver(self, sub: Subscription, items: list[dict[str, Any]], attempt: int) -> None:
