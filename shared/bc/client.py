@@ -135,6 +135,12 @@ def retry_after_seconds(response: httpx.Response, now_epoch: float | None = None
     return max(0.0, when.timestamp() - (now_epoch if now_epoch is not None else time.time()))
 
 
+def _transient_conflict(status: int, failure: BCError) -> bool:
+    """BC answers a deadlock with 409 Internal_ServerError "... deadlocked with another user. Please
+    retry the activity." (tap-dynamics-bc retries it): transient, unlike Request_EntityChanged."""
+    return status == 409 and "deadlock" in failure.message.lower()
+
+
 class BCClient:
     """Read-only access to one company. Every request sends `Data-Access-Intent: ReadOnly` (BC
     serves it from a replica) and asks for pages of `page_size` via `Prefer: odata.maxpagesize`."""
@@ -366,7 +372,7 @@ class BCClient:
                                         http_status=response.status_code, step=step)
                     if not timeouts_retried:
                         raise failure
-                if response.status_code not in retry_statuses:
+                if response.status_code not in retry_statuses and not _transient_conflict(response.status_code, failure):
                     raise failure
                 delay = retry_after_seconds(response)
             if delay is None:

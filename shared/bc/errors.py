@@ -23,7 +23,7 @@ def decode_error(response: httpx.Response, *, step: str = "read") -> BCError:
             bc_code = str(error.get("code") or "") or None
             bc_message = str(error.get("message") or "") or None
     except (ValueError, UnicodeDecodeError):
-        pass
+        bc_code, bc_message = _xml_error(response.content)
     correlation = None
     if bc_message:
         match = _CORRELATION.search(bc_message)
@@ -42,7 +42,7 @@ def decode_error(response: httpx.Response, *, step: str = "read") -> BCError:
             f"and permission sets in BC{detail}",
             **kwargs,
         )
-    company_missing = step in ("company", "companies") or bc_code is None or "CompanyNotFound" in bc_code
+    company_missing = step in ("company", "companies") or bc_code is None or "CompanyNotFound" in bc_code or bc_code == "NoEnvironment"
     if status == 404 and company_missing:
         # BC answers an unknown company with Internal_CompanyNotFound, an unknown environment
         # with an XML page: either way the whole run cannot succeed.
@@ -51,3 +51,16 @@ def decode_error(response: httpx.Response, *, step: str = "read") -> BCError:
         what = "throttled the requests" if status == 429 else f"is unavailable (HTTP {status})"
         return BCUnavailable(f"Business Central {what}{detail}", **kwargs)
     return BCError(f"Business Central answered HTTP {status}{detail}", **kwargs)
+
+
+_XML_CODE = re.compile(rb"<(?:\w+:)?code>\s*([A-Za-z0-9_.]{1,100})\s*</(?:\w+:)?code>")
+_XML_MESSAGE = re.compile(rb"<(?:\w+:)?message>([^<]{1,1000})</(?:\w+:)?message>")
+
+
+def _xml_error(content: bytes) -> tuple[str | None, str | None]:
+    """BC's OData XML error (an unknown environment answers one): its code and message, read with
+    two bounded patterns rather than an XML parser (no entities, no depth: the body is untrusted)."""
+    head = content[:16384]
+    code, message = _XML_CODE.search(head), _XML_MESSAGE.search(head)
+    text = message.group(1).decode("utf-8", "replace").strip() if message else None
+    return (code.group(1).decode("ascii") if code else None), (text or None)
