@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from shared.crypto import SecretBox
 from shared.storage.integrations import Integration, IntegrationRepository
 
-if TYPE_CHECKING:
-    from shared.app import App
+
+class HoldsSecrets(Protocol):
+    """What housekeeping needs of the App (shared.app calls `rewrap`, so the App is named by
+    its shape here: no import circle)."""
+
+    integrations: IntegrationRepository
+    box: SecretBox
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,7 @@ class RotationSummary:
         return {"examined": self.examined, "reencrypted": self.reencrypted, "failed": len(self.failed)}
 
 
-def reencrypt_integrations(app: "App", limit: int = 500) -> RotationSummary:
+def reencrypt_integrations(app: HoldsSecrets, limit: int = 500) -> RotationSummary:
     """Re-encrypt up to `limit` secrets still under an older key (a bound on one tick's work). One record failing (a secret
     no configured key opens, a storage error) is counted and skipped, never raised."""
     summary = RotationSummary()

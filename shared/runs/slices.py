@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
@@ -21,8 +20,10 @@ from shared.runs.model import FAILED, RUNNING, Run, TypeProgress
 from shared.runs.queue import SliceMessage
 from shared.storage.integrations import Integration
 from shared.storage.leases import Lease, LeaseLost
-from shared.sync.engine import PassOptions, Paused, TypeResult, TypeSync
+from shared.counters import Counters
+from shared.sync.engine import PassOptions, Paused, TypeSync
 from shared.sync.reconcile import ReconcilePass
+from shared.sync.window import RECONCILE
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_SECONDS = 1.0
@@ -92,7 +93,7 @@ def _run_locked(app: App, integration: Integration, run: Run, lease: Lease, budg
     deadline = clock.monotonic() + budget_seconds
     guarded = _LeaseGuard(lease)
     pending = run.pending_types()
-    results: list[tuple[str, TypeResult, ServiceError | None, bool]] = []
+    results: list[tuple[str, Counters, ServiceError | None, bool]] = []
     fatal: ServiceError | None = None
     client = None
     try:
@@ -144,7 +145,7 @@ class RunFailure(ServiceError):
     ends the run, whose other types cannot do better."""
 
 
-def _sync_types(app: App, integration: Integration, run: Run, pending: list[str], client: Any, deadline: float, lease: "_LeaseGuard") -> tuple[list[tuple[str, TypeResult, ServiceError | None, bool]], ServiceError | None]:
+def _sync_types(app: App, integration: Integration, run: Run, pending: list[str], client: Any, deadline: float, lease: "_LeaseGuard") -> tuple[list[tuple[str, Counters, ServiceError | None, bool]], ServiceError | None]:
     """The first type runs alone: a run-wide failure (credentials, company, outage) then stops
     the run before the others start. The rest run up to SYNC_PARALLEL_TYPES at once, sharing
     the BC client and its request budget."""
@@ -172,7 +173,7 @@ def _fatal(error: ServiceError | None) -> ServiceError | None:
     return None
 
 
-def _sync_type(app: App, integration: Integration, run: Run, key: str, client: Any, deadline: float, lease: "_LeaseGuard") -> tuple[str, TypeResult, ServiceError | None, bool]:
+def _sync_type(app: App, integration: Integration, run: Run, key: str, client: Any, deadline: float, lease: "_LeaseGuard") -> tuple[str, Counters, ServiceError | None, bool]:
     base = run.progress[key]
     common: dict[str, Any] = dict(
         entity=ENTITY_TYPES[key],
@@ -184,12 +185,12 @@ def _sync_type(app: App, integration: Integration, run: Run, key: str, client: A
         run_id=run.runId,
     )
     sync: Any
-    if run.mode == "reconcile":  # ids only, flags what BC no longer has (shared/sync/reconcile.py)
+    if run.mode == RECONCILE:  # ids only, flags what BC no longer has (shared/sync/reconcile.py)
         sync = ReconcilePass(**common)
     else:
         sync = TypeSync(**common, user_id=integration.userId, custom_fields=(integration.fieldMappings or {}).get(key))
     options = PassOptions(
-        mode="full" if run.mode == "reconcile" else run.mode,
+        mode=run.mode,
         modified_since=parse_iso(run.modifiedSince) if run.modifiedSince else None,
         lookback=timedelta(minutes=app.settings.lookback_minutes),
         deadline=deadline,
@@ -215,23 +216,9 @@ def _sync_type(app: App, integration: Integration, run: Run, key: str, client: A
         return key, sync.result, RunFailure(f"Internal error while syncing {key} ({type(error).__name__})"), False
 
 
-def _merged(base: TypeProgress, result: TypeResult) -> TypeProgress:
+def _merged(base: TypeProgress, result: Counters) -> TypeProgress:
     """The type's progress over all slices: the earlier slices' counts plus this one's."""
-    merged = TypeProgress(**asdict(base))
-    merged.read += result.read
-    merged.created += result.created
-    merged.updated += result.updated
-    merged.unchanged += result.unchanged
-    merged.errors += result.errors
-    merged.linesWritten += result.lines_written
-    merged.linesDeleted += result.lines_deleted
-    merged.stockRefreshed += result.stock_refreshed
-    merged.deleted += getattr(result, "deleted", 0)
-    merged.restored += getattr(result, "restored", 0)
-    merged.resumed = merged.resumed or result.resumed
-    room = max(0, 20 - len(merged.errorRecords))
-    merged.errorRecords = merged.errorRecords + result.error_records[:room]
-    return merged
+    return base.merged(result)
 
 
 class _ProgressWriter:
@@ -242,7 +229,7 @@ class _ProgressWriter:
         self._app, self._run, self._key, self._base = app, run, key, base
         self._last = 0.0
 
-    def write(self, result: TypeResult) -> None:
+    def write(self, result: Counters) -> None:
         now = self._app.clock.monotonic()
         if now - self._last < PROGRESS_EVERY_SECONDS:
             return

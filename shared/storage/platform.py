@@ -102,10 +102,10 @@ class PlatformRecords:
         """Views of `rows`; a sales order carries its `lines` (one range query per order, in
         parallel), ordered by their sequence."""
         views = [view(row) for row in rows]
-        child = self.entity.child
-        if child is None or not rows:
+        declared = self.entity.lines
+        if declared is None or not rows:
             return views
-        lines_table = self._store.table(child.table)
+        lines_table = self._store.table(declared.type.table)
 
         def lines(row: dict[str, Any]) -> list[dict[str, Any]]:
             low, high = children_range(str(row["RowKey"]))
@@ -117,7 +117,7 @@ class PlatformRecords:
             return [view(line) for line in ordered]
 
         for record, record_lines in zip(views, self._store.map(lines, rows)):
-            record["lines"] = record_lines
+            record[declared.name] = record_lines
         return views
 
 
