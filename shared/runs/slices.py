@@ -12,7 +12,7 @@ from typing import Any
 from shared.app import App
 from shared.clock import parse_iso, to_iso
 from shared.entities import ENTITY_TYPES
-from shared.errors import BCError, ConflictError, ServiceError
+from shared.errors import BCError, ConflictError, Fatal, ServiceError
 from shared.runs.cancel import GuardedClient, RunCancelled, RunStates, guarded
 from shared.runs.dispatch import disconnected_error, enqueue_next
 from shared.runs.finish import finish_run
@@ -136,11 +136,11 @@ def _run_locked(app: App, integration: Integration, run: Run, lease: Lease, budg
     return SliceOutcome("continued", run)
 
 
-class LeaseLostError(ConflictError):
+class LeaseLostError(Fatal, ConflictError):
     code = "sync_in_progress"
 
 
-class RunFailure(ServiceError):
+class RunFailure(Fatal, ServiceError):
     """A failure on our side (storage down, a secret that cannot be decrypted, a bug): it
     ends the run, whose other types cannot do better."""
 
@@ -168,7 +168,7 @@ def _sync_types(app: App, integration: Integration, run: Run, pending: list[str]
 
 
 def _fatal(error: ServiceError | None) -> ServiceError | None:
-    if error is not None and (getattr(error, "fatal_for_run", False) or isinstance(error, (LeaseLostError, RunFailure, RunCancelled))):
+    if error is not None and getattr(error, "fatal_for_run", False):  # the Fatal group (shared/errors.py)
         return error
     return None
 

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, TypeVar
 
 from shared.clock import Clock
-from shared.errors import BCError
+from shared.errors import BCError, Retriable
 from shared.storage.state import Checkpoint, TypeState
 from shared.sync.prefetch import prefetch
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class Paused(Exception):
+class Paused(Retriable):
     """The time budget ran out at a clean point; the checkpoint lets the next run continue."""
 
 
