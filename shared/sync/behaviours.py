@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from shared.entities import EntityType, Lines, StockFeed
+from shared.entities import EntityType, Lineage, Lines, StockFeed
 from shared.sync.behaviour import Behaviour, PassContext
+from shared.sync.lineage import DocumentLineage
 from shared.sync.lines import DocumentLines
 from shared.sync.stock import StockRefresh
 
 IMPLEMENTATIONS: dict[type, Callable[[Any, PassContext], Behaviour]] = {
     Lines: DocumentLines,
     StockFeed: StockRefresh,
+    Lineage: DocumentLineage,
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from shared.bc.client import BCClient
 from shared.clock import Clock, to_iso
-from shared.counters import Counters
+from shared.counters import MAX_ERROR_RECORDS, Counters
 from shared.entities import EntityType
 from shared.storage.records import StoredLookup
 from shared.storage.state import Checkpoint, SyncStateRepository
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 #: Kept for callers written before the counters had one type (reconcile, runs).
 TypeResult = Counters
 _storage_message = storage_message
-__all__ = ["TypeSync", "PassOptions", "Paused", "TypeResult", "SINCE_SUFFIX"]
+__all__ = ["TypeSync", "PassOptions", "Paused", "TypeResult", "SINCE_SUFFIX", "MAX_ERROR_RECORDS"]
 
 
 class TypeSync:

@@ -1,12 +1,19 @@
 """Behaviour `Lines`: a document's lines are read with it, written before it, and lines BC no
 longer has are deleted (design.md §3). The stored lines of a changed document are one range
-query, so no list of line ids is kept on it (a document with thousands of lines fits)."""
+query, so no list of line ids is kept on it (a document with thousands of lines fits).
+
+A document flagged deletedInBC takes its lines with it (`flag_lines`: the same range query,
+the flag merged onto each line), and a document BC has again gets them back (`restore_lines`);
+a sync that rewrites the document rewrites its lines whole, which clears their flags too."""
 from __future__ import annotations
 
-from shared.entities import Lines
-from shared.keys import child_row_key, children_range
+from typing import Any
+
+from shared.entities import EntityType, Lines
+from shared.keys import child_row_key, children_range, record_partition
 from shared.mapping import PlatformRecord
 from shared.storage.records import Existing, RecordWriter
+from shared.storage.tables import TableStore
 from shared.sync.behaviour import Behaviour, PassContext
 from shared.sync.outcome import Change, Part
 from shared.sync.rows import storage_message
@@ -56,3 +63,49 @@ class DocumentLines(Behaviour):
             writer.delete(partition, row_key)
         part.counters.lines_written += len(record.children)
         part.counters.lines_deleted += len(gone)
+
+
+FLAGS = ("deletedInBC", "deletedAt", "deletedReason")
+
+
+def _stored_lines(store: TableStore, integration_id: str, table: str, row_key: str, select: list[str] | None = None) -> tuple[str, list[dict[str, Any]]]:
+    partition = record_partition(integration_id, row_key)
+    low, high = children_range(row_key)
+    rows = store.query(table, "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                       parameters={"pk": partition, "low": low, "high": high}, select=select)
+    return partition, list(rows)
+
+
+def flag_lines(store: TableStore, integration_id: str, entity: EntityType, flags: dict[str, dict[str, Any]]) -> int:
+    """Merge each document's flags (row key -> properties) onto its stored lines; returns how
+    many lines were flagged. Types without lines: nothing to do."""
+    declared = entity.lines
+    if declared is None or not flags:
+        return 0
+
+    def one(item: tuple[str, dict[str, Any]]) -> int:
+        row_key, properties = item
+        partition, rows = _stored_lines(store, integration_id, declared.type.table, row_key, ["RowKey"])
+        writer = RecordWriter(store, declared.type.table)
+        for row in rows:
+            writer.merge({"PartitionKey": partition, "RowKey": row["RowKey"], **properties})
+        return len(rows) - len(writer.flush())
+
+    return sum(store.map(one, list(flags.items())))
+
+
+def restore_lines(store: TableStore, integration_id: str, entity: EntityType, row_keys: list[str]) -> int:
+    """Remove the flags from the lines of documents BC has again (each line replaced whole)."""
+    declared = entity.lines
+    if declared is None or not row_keys:
+        return 0
+
+    def one(row_key: str) -> int:
+        _, rows = _stored_lines(store, integration_id, declared.type.table, row_key)
+        writer = RecordWriter(store, declared.type.table)
+        flagged = [row for row in rows if any(name in row for name in FLAGS)]
+        for row in flagged:
+            writer.upsert({k: v for k, v in row.items() if k not in FLAGS and not k.startswith("odata")})
+        return len(flagged) - len(writer.flush())
+
+    return sum(store.map(one, row_keys))
