@@ -293,12 +293,6 @@ class EntityType:
         """The document's lines, when it declares them (mapping and the read API embed them)."""
         return next((b for b in self.behaviours if isinstance(b, Lines)), None)
 
-    @property
-    def child(self) -> "EntityType | None":
-        """The lines' declaration (kept for callers written before `lines`)."""
-        lines = self.lines
-        return lines.type if lines else None
-
     def select(self, extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
         fields = ["id"] + [f.alias or name for name, f in self.model.model_fields.items()]
         return list(dict.fromkeys(fields + list(extra)))
