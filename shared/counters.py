@@ -9,7 +9,7 @@ called outside:
     lines_written -> linesWritten                  documents' lines written with them
     lines_deleted -> linesDeleted                  lines BC no longer has, removed
     stock_refreshed -> stockRefreshed              items re-read by the stock feed
-    deleted, restored                              reconcile: flagged / unflagged deletedInBC
+    deleted, restored, undeleted                   reconcile: flagged / restored / unflagged
     error_records -> errors (log) / errorRecords   the first MAX_ERROR_RECORDS failures
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ OPTIONAL = {
     "stock_refreshed": "stockRefreshed",
     "deleted": "deleted",
     "restored": "restored",
+    "undeleted": "undeleted",
 }
 _OUTSIDE = {"error_records": "errorRecords", **OPTIONAL}
 _INSIDE = {outside: inside for inside, outside in _OUTSIDE.items()}
@@ -47,6 +48,7 @@ class Counters:
     stock_refreshed: int = 0
     deleted: int = 0  # reconcile: records newly flagged deletedInBC
     restored: int = 0  # reconcile: flags removed because BC has the record again
+    undeleted: int = 0  # reconcile: flagged earlier, BC has the record again
     resumed: bool = False
     error_records: list[dict[str, Any]] = field(default_factory=list)
 
@@ -73,7 +75,7 @@ class Counters:
         data: dict[str, int] = {}
         if self.lines_written or self.lines_deleted:
             data.update(linesWritten=self.lines_written, linesDeleted=self.lines_deleted)
-        for name in ("stock_refreshed", "deleted", "restored"):
+        for name in ("stock_refreshed", "deleted", "restored", "undeleted"):
             if getattr(self, name):
                 data[OPTIONAL[name]] = getattr(self, name)
         return data

@@ -40,7 +40,9 @@ def deletion_reasons(store: TableStore, integration_id: str, entity: EntityType,
                 found.update({"deletedReason": POSTED, lineage.backlink: backlink_value(mine)})
         return row_key, found or {"deletedReason": DELETED}
 
-    reasons.update(dict(store.map(one, list(row_keys))))
+    # Sequential (one range query per flagged record): a reconcile flags from the store's
+    # thread pool, where a nested map could wait on itself.
+    reasons.update(dict(one(key) for key in row_keys))
     return reasons
 
 

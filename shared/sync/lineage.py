@@ -89,20 +89,25 @@ class DocumentLineage(Behaviour):
             # until the document is written again.
             log.warning("could not index the lineage of %s (%s)", failure.entity.get("documentExternalId"), type(failure.error).__name__)
         sources = sorted({str(row["RowKey"]).split("|")[1] for row in rows})
-        self.ctx.store.map(lambda key: self._correct(key, now), sources)
+        for source_row, state in zip(sources, self.ctx.store.map(self._flag_state, sources)):
+            if state is not None:  # rare: the source left BC before its document was synced
+                self._correct(source_row, state)
 
-    def _correct(self, source_row: str, now: str) -> None:
-        """A source already flagged "deleted" was in fact posted: say so (a rare point read)."""
+    def _flag_state(self, source_row: str) -> dict[str, Any] | None:
+        """The source's flag, when it is flagged (one point read)."""
         partition = record_partition(self.ctx.integration_id, source_row)
         try:
             row = self.ctx.store.table(self.source.table).get_entity(partition, source_row, select=["deletedInBC", "deletedReason", self.declared.backlink])
         except ResourceNotFoundError:
-            return
-        if not row.get("deletedInBC"):
-            return
+            return None
+        return dict(row) if row.get("deletedInBC") else None
+
+    def _correct(self, source_row: str, state: dict[str, Any]) -> None:
+        """A source flagged "deleted" was in fact posted: say so, on it and on its lines."""
+        partition = record_partition(self.ctx.integration_id, source_row)
         backlink = backlink_value(links_of(self.ctx.store, self.ctx.integration_id, self.source.key, source_row))
-        if row.get("deletedReason") == POSTED and row.get(self.declared.backlink) == backlink:
-            return
+        if state.get("deletedReason") == POSTED and state.get(self.declared.backlink) == backlink:
+            return  # already said (the document was written again)
         change = {"PartitionKey": partition, "RowKey": source_row, "deletedReason": POSTED, self.declared.backlink: backlink}
         if tracked(self.ctx.store, self.ctx.clock).write(self.source.table, [("update", change)]):
             return  # refused (or gone meanwhile): the next document of this source corrects it

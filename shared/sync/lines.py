@@ -91,7 +91,9 @@ def flag_lines(store: TableStore, integration_id: str, entity: EntityType, flags
             writer.merge({"PartitionKey": partition, "RowKey": row["RowKey"], **properties})
         return len(rows) - len(writer.flush())
 
-    return sum(store.map(one, list(flags.items())))
+    # Sequential: callers may already run on the store's thread pool (a reconcile sweep), and
+    # flagged documents are few.
+    return sum(one(item) for item in flags.items())
 
 
 def restore_lines(store: TableStore, integration_id: str, entity: EntityType, row_keys: list[str]) -> int:
@@ -108,4 +110,4 @@ def restore_lines(store: TableStore, integration_id: str, entity: EntityType, ro
             writer.upsert({k: v for k, v in row.items() if k not in FLAGS and not k.startswith("odata")})
         return len(flagged) - len(writer.flush())
 
-    return sum(store.map(one, row_keys))
+    return sum(one(row_key) for row_key in row_keys)  # sequential, as flag_lines
