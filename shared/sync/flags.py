@@ -62,3 +62,16 @@ def flag_gone(store: TableStore, clock: Clock, integration_id: str, entity: Enti
         key: {"deletedInBC": True, "deletedAt": when, "deletedReason": reasons[key]["deletedReason"]} for key in keys if key not in refused
     })
     return failures
+
+
+def add_reasons(context: Any, flags: list[dict[str, Any]]) -> None:
+    """For a pass that writes its own flag entities (reconcile's flag hook: `context` has
+    entity, store, clock, integration_id): add the reason (and backlink) to each flag before it
+    is written, and flag the documents' lines."""
+    keys = [str(flag["RowKey"]) for flag in flags]
+    reasons = deletion_reasons(context.store, context.integration_id, context.entity, keys)
+    for flag in flags:
+        flag.update(reasons[str(flag["RowKey"])])
+    flag_lines(context.store, context.integration_id, context.entity, {
+        str(flag["RowKey"]): {"deletedInBC": True, "deletedAt": flag.get("deletedAt"), "deletedReason": flag["deletedReason"]} for flag in flags
+    })
