@@ -52,9 +52,11 @@ class Part:
 @dataclass
 class PageOutcome:
     """One page, written: its counters, the newest stamp read, the oldest stamp of a record
-    that failed to store (the watermark must stay below it), and the records written."""
+    that failed to store (the watermark must stay below it), the records written, and the row
+    keys of every record the page named (ids seen, mapped or not)."""
 
     counters: Counters
     newest: str | None = None
     failed_floor: str | None = None
     written: list[PlatformRecord] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)

@@ -85,7 +85,8 @@ class WriteStage:
         self.behaviours = behaviours
 
     def run(self, mapped: Mapped, compared: Compared, now: str) -> PageOutcome:
-        outcome = PageOutcome(Counters(read=mapped.read, unchanged=compared.unchanged), newest=mapped.newest)
+        seen = [r.row_key for r in mapped.records] + [k for k in (safe_key(raw) for raw, _ in mapped.failed) if k]
+        outcome = PageOutcome(Counters(read=mapped.read, unchanged=compared.unchanged), newest=mapped.newest, seen=seen)
         counters = outcome.counters
         refused: dict[str, tuple[str, dict[str, Any]]] = {}
         for behaviour in self.behaviours:
