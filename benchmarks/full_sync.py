@@ -77,7 +77,7 @@ class StageTimes:
         self.seconds: dict[str, float] = {"map": 0.0, "lookup": 0.0, "write": 0.0}
 
     def install(self) -> "StageTimes":
-        import shared.sync.engine as engine
+        import shared.sync.stages as engine
         from shared.storage.records import RecordWriter, StoredLookup
 
         def timed(stage: str, fn: Any) -> Any:

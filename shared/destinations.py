@@ -10,7 +10,7 @@ import socket
 from typing import Callable
 from urllib.parse import urlsplit
 
-from shared.errors import ConfigurationError, ValidationError
+from shared.errors import Configuration, ConfigurationError, ValidationError
 
 Origin = tuple[str, str, int]  # (scheme, lower-case host, port)
 _DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -120,7 +120,7 @@ def resolve(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
-class UnsafeDestination(Exception):
+class UnsafeDestination(Configuration):
     """A webhook URL the rules refuse; the message says which rule (never raised to HTTP as is)."""
 
 

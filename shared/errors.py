@@ -1,24 +1,64 @@
-"""The exception tree, grouped by what a caller does with each error.
+"""The exception tree, grouped by what a caller does with each error (singer-sdk's grouping).
 
-    ServiceError                 -> answered to the HTTP caller as {code, message} with `status`
-    ├── ConfigurationError       500 configuration_error: a setting is missing or malformed
-    ├── ValidationError          400 validation_error / invalid_json
-    ├── Unauthenticated          401 unauthenticated
-    ├── QuotaExceeded            403 quota_exceeded (MAX_INTEGRATIONS_PER_USER)
-    ├── NotFound                 404 not_found (also someone else's integration)
-    ├── ConflictError            409 sync_in_progress / integration_disconnected
-    ├── PayloadTooLarge          413 payload_too_large
-    ├── RateLimited              429 rate_limited, with `retry_after` (the Retry-After header)
-    └── BCError                  502 bc_error: Business Central or Entra ID failed
-        ├── BCAuthError          bc_auth_failed: wrong, expired or revoked credentials
-        ├── BCForbidden          bc_forbidden: the app lacks permission in BC
-        ├── BCCompanyNotFound    bc_company_not_found: unknown environment or company
-        └── BCUnavailable        bc_unavailable: unreachable, 5xx, still throttled after retries
-    RecordError                  one record is skipped, counted and logged; the sync goes on
+Every exception raised in `shared/` sits under one of five groups. The first four are marker
+bases (what to do); ServiceError adds the HTTP answer ({code, message} with `status`).
+
+    Fatal              the run stops: the rest of it cannot succeed either (`fatal_for_run`)
+    ├── BCAuthError          502 bc_auth_failed: wrong, expired or revoked credentials
+    ├── BCForbidden          502 bc_forbidden: the app lacks permission in BC
+    ├── BCCompanyNotFound    502 bc_company_not_found: unknown environment or company
+    ├── BCUnavailable        502 bc_unavailable: unreachable, 5xx, still throttled after retries
+    ├── LeaseLost            (storage.leases) another instance took the integration's lease
+    ├── LeaseLostError       409 sync_in_progress (runs.slices): the same, as a type's error
+    ├── RunCancelled         409 run_cancelled (runs.cancel): the integration points elsewhere
+    └── RunFailure           500 (runs.slices): our side failed (storage, a bug)
+    Retriable          try again later: the next slice, the host's queue retry, the caller
+    ├── Paused               (sync.pages) the time budget ran out; the checkpoint continues it
+    ├── RateLimited          429 rate_limited, with `retry_after` (the Retry-After header)
+    ├── QueueUnavailable     503 (runs.queue) the run queue could not be reached
+    └── CacheConflict        (storage.oauth) a token cache written meanwhile: read it again
+    SkipRecord         count it, log it with its data, skip it; the rest goes on
+    ├── RecordError          one BC record cannot be mapped or stored
+    └── WriteFailure         (storage.tables) one entity Table Storage refused
+    Configuration      a person must change a setting, a URL or a credential
+    ├── ConfigurationError   500 configuration_error: a setting is missing or malformed
+    └── UnsafeDestination    (destinations) a webhook URL the rules refuse
+    ServiceError       answered to the HTTP caller as is; the request (or one type) fails
+    ├── ValidationError      400 validation_error / invalid_json
+    ├── Unauthenticated      401 unauthenticated
+    ├── QuotaExceeded        403 quota_exceeded (MAX_INTEGRATIONS_PER_USER)
+    ├── NotFound             404 not_found (also someone else's integration)
+    ├── PayloadTooLarge      413 payload_too_large
+    ├── ConflictError        409 sync_in_progress / integration_disconnected
+    │   └── RunActive            (runs.dispatch) a run is already active
+    └── BCError              502 bc_error: Business Central answered an error for one request
+        ├── SubscriptionNotFound (bc.subscriptions) BC no longer has the webhook subscription
+        └── UnorderedIds         (sync.reconcile) BC's ids out of key order: the pass stops
+
+The BC errors under Fatal are BCErrors too (`except BCError` still catches them);
+`shared/bc/errors.py` is the one place a BC response becomes one of them.
 """
 from __future__ import annotations
 
 from typing import Any
+
+
+class Fatal(Exception):
+    """Marker: the run stops; nothing after this error in the same run can succeed."""
+
+    fatal_for_run = True
+
+
+class Retriable(Exception):
+    """Marker: nothing is lost; the same work succeeds when tried again later."""
+
+
+class SkipRecord(Exception):
+    """Marker: one record (or entity) is counted, logged and skipped; the rest goes on."""
+
+
+class Configuration(Exception):
+    """Marker: a person must change a setting, a URL or a credential before it can work."""
 
 
 class ServiceError(Exception):
@@ -39,7 +79,7 @@ class ServiceError(Exception):
         return {"code": self.code, "message": self.message}
 
 
-class ConfigurationError(ServiceError):
+class ConfigurationError(Configuration, ServiceError):
     status = 500
     code = "configuration_error"
 
@@ -64,7 +104,7 @@ class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
 
 
-class RateLimited(ServiceError):
+class RateLimited(Retriable, ServiceError):
     status = 429
     code = "rate_limited"
 
@@ -119,9 +159,8 @@ class BCError(ServiceError):
         return data
 
 
-class BCAuthError(BCError):
+class BCAuthError(Fatal, BCError):
     code = "bc_auth_failed"
-    fatal_for_run = True
     #: What the person must do, when the message already says it (a delegated sign-in that
     #: expired: "sign in again"); None = the app-credentials advice applies.
     remedy: str | None = None
@@ -131,22 +170,19 @@ class BCAuthError(BCError):
         self.remedy = remedy
 
 
-class BCForbidden(BCError):
+class BCForbidden(Fatal, BCError):
     code = "bc_forbidden"
-    fatal_for_run = True
 
 
-class BCCompanyNotFound(BCError):
+class BCCompanyNotFound(Fatal, BCError):
     code = "bc_company_not_found"
-    fatal_for_run = True
 
 
-class BCUnavailable(BCError):
+class BCUnavailable(Fatal, BCError):
     code = "bc_unavailable"
-    fatal_for_run = True
 
 
-class RecordError(Exception):
+class RecordError(SkipRecord):
     """One BC record cannot be mapped or stored: counted, logged with its data, skipped."""
 
     def __init__(self, message: str, data: dict[str, Any] | None = None) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from urllib.parse import unquote
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -24,8 +24,15 @@ from shared.crypto import SecretBox
 from shared.storage.integrations import Integration, IntegrationRepository
 from shared.storage.oauth import TOKENS, CacheConflict
 
-if TYPE_CHECKING:
-    from shared.app import App
+
+class HoldsSecrets(Protocol):
+    """What housekeeping needs of the App (shared.app calls `rewrap`, so the App is named by
+    its shape here: no import circle)."""
+
+    integrations: IntegrationRepository
+    box: SecretBox
+    store: Any  # the TableStore (the rotation ledger and the token caches' table)
+    token_caches: Any  # shared.storage.oauth's cache repository
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +79,7 @@ class RotationSummary:
         return {"examined": self.examined, "reencrypted": self.reencrypted, "failed": len(self.failed)}
 
 
-def reencrypt_integrations(app: "App", limit: int = 500) -> RotationSummary:
+def reencrypt_integrations(app: HoldsSecrets, limit: int = 500) -> RotationSummary:
     """Re-encrypt up to `limit` secrets still under an older key (a bound on one tick's work). One record failing (a secret
     no configured key opens, a storage error) is counted and skipped, never raised."""
     summary = RotationSummary()
@@ -105,7 +112,7 @@ _LEDGER = ("cursor", "keyrotation")
 PAGE = 100
 
 
-def rotation_step(app: "App", *, pages: int = 2) -> dict[str, Any]:
+def rotation_step(app: HoldsSecrets, *, pages: int = 2) -> dict[str, Any]:
     """Housekeeping's key rotation: idle unless a pass for the current key is unfinished; then up
     to `pages` pages of integrations, then of token caches, with the cursor saved after each."""
     table = app.store.table(LEDGER_TABLE)
@@ -145,7 +152,7 @@ def rotation_step(app: "App", *, pages: int = 2) -> dict[str, Any]:
     return summary
 
 
-def _integration_secrets(app: "App", integration: Integration) -> tuple[int, int]:
+def _integration_secrets(app: HoldsSecrets, integration: Integration) -> tuple[int, int]:
     done = failed = 0
     for attribute, _ in SECRET_FIELDS:
         sealed = getattr(integration, attribute)
@@ -160,7 +167,7 @@ def _integration_secrets(app: "App", integration: Integration) -> tuple[int, int
     return done, failed
 
 
-def _token_cache(app: "App", row: Any) -> tuple[int, int]:
+def _token_cache(app: HoldsSecrets, row: Any) -> tuple[int, int]:
     """A delegated integration's refresh-token cache, re-encrypted under its own ETag (a refresh
     racing this one wins: its cache is under the current key already)."""
     if app.box.is_current(str(row.get("cacheEnc") or "")):

@@ -1,133 +1,21 @@
-"""BC values -> platform values (pure functions), and a BC record -> a platform record.
+"""A BC record -> a platform record (pure), the content hash, and Table Storage's limits.
 
-Every converter accepts BC's raw JSON value: enum values arrive XML-escaped (`_x0020_` is a
-blank), empty lookups are the zero GUID, empty dates are 0001-01-01, and money arrives as a
-JSON number that the client already parsed into Decimal and we store as exact text."""
+Value conversion lives in `shared.bcvalues`, the data type declarations in `shared.entities`;
+this module reads both and is read by the sync stages (no circle)."""
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
-from datetime import date
-from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Annotated, Any
+from decimal import InvalidOperation
+from typing import Any
 
-from pydantic import BeforeValidator, PlainSerializer, ValidationError as PydanticValidationError
+from pydantic import ValidationError as PydanticValidationError
 
-from shared.clock import parse_iso, to_iso
+from shared.bcvalues import convert_mapped
+from shared.entities import EntityType
 from shared.errors import RecordError
 from shared.keys import EXTERNAL_SYSTEM, record_row_key
-
-if TYPE_CHECKING:
-    from shared.entities import EntityType
-
-ZERO_GUID = "00000000-0000-0000-0000-000000000000"
-_XML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
-
-
-def decode_bc_text(value: Any) -> Any:
-    """`_x0020_` -> ' ', `Non_x002D_Inventory` -> 'Non-Inventory'; blanks become ''."""
-    if isinstance(value, str):
-        return _XML_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), value).strip()
-    return value
-
-
-def _text(value: Any) -> str | None:
-    value = decode_bc_text(value)
-    if value is None:
-        return None
-    if isinstance(value, (dict, list)):
-        raise ValueError("expected text, got a structure")
-    return str(value)
-
-
-def _required_text(value: Any) -> str:
-    text = _text(value)
-    if not text:
-        raise ValueError("required")
-    return text
-
-
-def _money(value: Any) -> Decimal | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise ValueError("expected a number")
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        raise ValueError("expected a number") from None
-    if not number.is_finite():
-        raise ValueError("expected a finite number")
-    return number
-
-
-def _quantity(value: Any) -> float | None:
-    number = _money(value)
-    return None if number is None else float(number)
-
-
-def _date(value: Any) -> str | None:
-    if value in (None, "", "0001-01-01"):
-        return None
-    return date.fromisoformat(str(value)[:10]).isoformat()
-
-
-def _datetime(value: Any) -> str | None:
-    if value in (None, "") or str(value).startswith("0001-01-01"):
-        return None
-    return to_iso(parse_iso(str(value)))
-
-
-def _guid(value: Any) -> str | None:
-    if value in (None, "", ZERO_GUID):
-        return None
-    return str(value).lower()
-
-
-def _boolean(value: Any) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-        return value.lower() in ("true", "yes", "1")
-    if isinstance(value, (int, Decimal)) and value in (0, 1):
-        return bool(value)
-    raise ValueError("expected true or false")
-
-
-def _integer(value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise ValueError("expected a whole number")
-    number = Decimal(str(value))
-    if number != number.to_integral_value():
-        raise ValueError("expected a whole number")
-    return int(number)
-
-
-_money_text = PlainSerializer(lambda v: None if v is None else format(v, "f"), return_type=str | None)
-
-Text = Annotated[str | None, BeforeValidator(_text)]
-RequiredText = Annotated[str, BeforeValidator(_required_text)]
-Money = Annotated[Decimal | None, BeforeValidator(_money), _money_text]
-Quantity = Annotated[float | None, BeforeValidator(_quantity)]
-BCDate = Annotated[str | None, BeforeValidator(_date)]
-BCDateTime = Annotated[str | None, BeforeValidator(_datetime)]
-Guid = Annotated[str | None, BeforeValidator(_guid)]
-Flag = Annotated[bool | None, BeforeValidator(_boolean)]
-Integer = Annotated[int | None, BeforeValidator(_integer)]
-RequiredInteger = Annotated[int, BeforeValidator(_integer)]
-
-#: Converters for user-defined field mappings, by the `type` named in fieldMappings.
-MAPPING_CONVERTERS = {
-    "text": _text,
-    "number": _quantity,
-    "decimal": lambda v: None if (d := _money(v)) is None else format(d, "f"),
-    "date": _date,
-    "boolean": _boolean,
-}
 
 # -- Table Storage limits -------------------------------------------------------------------
 MAX_PROPERTIES = 252
@@ -194,13 +82,14 @@ def _describe(error: PydanticValidationError, raw: dict[str, Any], model: Any) -
 
 
 def map_record(
-    entity: "EntityType",
+    entity: EntityType,
     raw: dict[str, Any],
     *,
     user_id: str,
     integration_id: str,
     custom: list[dict[str, str]] | None = None,
     parent: PlatformRecord | None = None,
+    parent_key: str = "",
 ) -> PlatformRecord:
     """Map one BC record (and its children) to a platform record, or raise RecordError."""
     external_id = raw.get("id")
@@ -216,7 +105,7 @@ def map_record(
         if source not in raw:
             continue
         try:
-            value = MAPPING_CONVERTERS[mapping["type"]](raw[source])
+            value = convert_mapped(mapping["type"], raw[source])
         except (ValueError, TypeError, InvalidOperation) as error:
             raise RecordError(f"Invalid value for mapped field {source} ({mapping['type']}): {error}", {source: raw[source]}) from None
         if value is not None:
@@ -231,7 +120,7 @@ def map_record(
     if source_modified:
         properties["sourceModifiedAt"] = source_modified
     if parent is not None:
-        properties[entity.parent_key] = parent.external_id
+        properties[parent_key] = parent.external_id
     record = PlatformRecord(
         row_key=record_row_key(external_id),
         external_id=external_id,
@@ -239,11 +128,11 @@ def map_record(
         content_hash="",
         source_modified_at=source_modified,
     )
-    if entity.child is not None:
-        lines = raw.get(entity.child.navigation) or []
+    lines = entity.lines
+    if lines is not None:  # a document: its lines arrive $expanded under BC's navigation property
         record.children = [
-            map_record(entity.child, line, user_id=user_id, integration_id=integration_id, parent=record)
-            for line in lines
+            map_record(lines.type, line, user_id=user_id, integration_id=integration_id, parent=record, parent_key=lines.parent_key)
+            for line in raw.get(lines.type.navigation) or []
         ]
     record.content_hash = content_hash(properties, record.children)
     return record

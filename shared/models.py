@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 
 from shared.bounds import check_name, check_property_size
 from shared.clock import parse_iso
-from shared.entities import DEFAULT_ENTITIES, ENTITY_TYPES
+from shared.entities import DEFAULT_ENTITIES, ENTITY_TYPES, SERVICE_PROPERTIES
 from shared.errors import ValidationError
 
 GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -26,9 +26,11 @@ PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 #: Properties the service writes itself: a mapping may not overwrite them.
 RESERVED_TARGETS = frozenset(
     {"PartitionKey", "RowKey", "Timestamp", "externalId", "externalSystem", "userId", "integrationId", "syncStatus",
-     "syncError", "lastSyncedAt", "sourceModifiedAt", "contentHash", "lineIds", "conflictAt", "platformModifiedAt", "orderExternalId"}
-)
-EntityKey = Literal["suppliers", "products", "customers", "salesOrders", "ledgerEntries"]
+     "syncError", "lastSyncedAt", "sourceModifiedAt", "contentHash", "lineIds", "conflictAt", "platformModifiedAt",
+     "deletedInBC", "deletedAt", "deletedReason", "changeKey"}
+) | SERVICE_PROPERTIES
+#: The data type keys, from their declarations (a new data type needs no change here).
+EntityKey = Literal[tuple(ENTITY_TYPES)]  # type: ignore[valid-type]
 
 
 def _check_url(value: str | None, field: str) -> str | None:

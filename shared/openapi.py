@@ -143,8 +143,9 @@ RUN = {
 # -- read API and change feed (design.md §13) --
 PLATFORM_RECORD = {
     "type": "object",
-    "description": "The stored platform record: mapped fields and mapped custom fields (fieldMappings targets); sales orders "
-                   "carry `lines`. Storage internals (keys, contentHash, changeKey, ETags) are left out.",
+    "description": "The stored platform record: mapped fields and mapped custom fields (fieldMappings targets); documents "
+                   "(sales orders, sales invoices, sales credit memos, purchase invoices) carry their `lines`. Storage internals "
+                   "(keys, contentHash, changeKey, ETags) are left out.",
     "required": ["externalId", "externalSystem", "userId", "integrationId", "syncStatus", "lastSyncedAt"],
     "properties": {
         "externalId": {"type": "string"}, "externalSystem": {"const": "dynamics_bc"}, "userId": {"type": "string"},
@@ -152,8 +153,18 @@ PLATFORM_RECORD = {
         "syncError": {"type": "string", "description": "why syncStatus is error"},
         "lastSyncedAt": {"type": "string"}, "sourceModifiedAt": {"type": "string"},
         "deletedInBC": {"type": "boolean"}, "deletedAt": {"type": "string"},
-        "lines": {"type": "array", "items": {"type": "object", "required": ["externalId", "orderExternalId"],
-                                             "properties": {"externalId": {"type": "string"}, "orderExternalId": {"type": "string"}}}},
+        "deletedReason": {"enum": ["posted", "deleted"],
+                          "description": "why a flagged record left BC: posted (a synced document names it, e.g. a sales order "
+                                         "invoiced in full) or deleted"},
+        "orderExternalId": {"type": "string", "description": "on a sales invoice: the sales order it was posted from (absent for "
+                                                             "an invoice made without an order)"},
+        "invoiceExternalIds": {"type": "array", "items": {"type": "string"},
+                               "description": "on a sales order: the synced sales invoices posted from it (partly or in full)"},
+        "lines": {"type": "array", "description": "a document's lines, by sequence: a sales order's name it in `orderExternalId`, "
+                                                  "other documents' in `documentExternalId`",
+                  "items": {"type": "object", "required": ["externalId"],
+                            "properties": {"externalId": {"type": "string"}, "orderExternalId": {"type": "string"},
+                                           "documentExternalId": {"type": "string"}}}},
     },
     "not": {"anyOf": [{"required": ["PartitionKey"]}, {"required": ["RowKey"]}, {"required": ["contentHash"]}, {"required": ["changeKey"]}]},
 }

@@ -65,7 +65,7 @@ def test_the_stock_feed_pauses_at_a_page_and_the_next_slice_continues_it(api: Ap
     outcome = run_slice(app, started.integration, started.run, budget_seconds=0)
     assert outcome.state == "continued"
     progress = outcome.run.progress["products"]
-    assert not progress.done and progress.updated == 100 and progress.stockRefreshed >= 99  # one may fall in the look-back
+    assert not progress.done and progress.updated == 100 and progress.stock_refreshed >= 99  # one may fall in the look-back
     stock = app.states.get(created["id"], "products.stock")
     assert stock.watermark == mark, "the stock mark moves only when the feed pass completes"
     assert stock.checkpoint is not None and "$skiptoken" in stock.checkpoint.next_link
@@ -76,7 +76,7 @@ def test_the_stock_feed_pauses_at_a_page_and_the_next_slice_continues_it(api: Ap
     assert feed and "$skiptoken" in feed[0].query, "the next slice continues the feed at its checkpoint"
     run = app.runs.get(created["id"], started.run.runId)
     assert run is not None and run.status == "succeeded"
-    assert run.progress["products"].updated == 150 and run.progress["products"].stockRefreshed >= 149
+    assert run.progress["products"].updated == 150 and run.progress["products"].stock_refreshed >= 149
     after = app.states.get(created["id"], "products.stock")
     assert after.checkpoint is None and after.watermark is not None and after.watermark > mark
     stored = _rows(app, "Products", created["id"])
@@ -433,7 +433,7 @@ def test_thousands_of_failing_records_keep_20_with_data_and_count_the_rest(api: 
     reply = api.sync(created["id"])
     assert reply.data["suppliers"]["errors"] == 45 and reply.data["suppliers"]["status"] == "PARTIAL"
     run = app.runs.get(created["id"], reply.headers["X-Sync-Run-Id"])
-    assert run is not None and len(run.progress["suppliers"].errorRecords) == 20
+    assert run is not None and len(run.progress["suppliers"].error_records) == 20
     log = api.get(f"integrations/{created['id']}/sync-logs", params={"entityType": "SUPPLIER"}).data[0]
     assert log["metadata"]["errorCount"] == 45 and len(log["metadata"]["errors"]) == 20
     assert log["metadata"]["errorsOmitted"] == 25

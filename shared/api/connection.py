@@ -16,6 +16,7 @@ from shared.models import CompanyDiscovery, validate
 from shared.storage.integrations import Integration
 from shared.storage.ratelimits import check_discovery
 
+#: The named counts of the first data types (kept for callers); every type is in `counts`.
 COUNT_NAMES = {"suppliers": "vendorCount", "products": "itemCount", "customers": "customerCount", "salesOrders": "salesOrderCount", "ledgerEntries": "ledgerEntryCount"}
 
 
@@ -62,7 +63,7 @@ def _probe(client: BCClient, integration: Integration) -> dict[str, Any]:
         "companyId": company.get("id"),
         "environment": integration.environment,
     }
-    data.update({COUNT_NAMES[k]: v for k, v in counts.items()})
+    data.update({COUNT_NAMES[k]: v for k, v in counts.items() if k in COUNT_NAMES})
     data["counts"] = counts
     data["warnings"] = problems
     return data

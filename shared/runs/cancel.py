@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 from shared.app import App
-from shared.errors import ConflictError
+from shared.errors import ConflictError, Fatal
 from shared.runs.model import Run
 from shared.storage.state import TypeState
 
 
-class RunCancelled(ConflictError):
+class RunCancelled(Fatal, ConflictError):
     """The integration now points elsewhere (or is disconnected): the run stops at once."""
 
     code = "run_cancelled"

@@ -56,7 +56,7 @@ def finish_run(app: App, run: Run, integration: Integration | None, *, fatal: Se
         from shared.realtime.trigger import start_follow_up
 
         start_follow_up(app, updated, follow_up, reconcile=reconcile)
-    records = {k: p.created + p.updated for k, p in run.progress.items()}
+    records = {k: p.written for k, p in run.progress.items()}
     try:
         app.stats.record(run.integrationId, now, failed=failed, records=records)
     except Exception:  # noqa: BLE001 - statistics never fail a run
@@ -129,18 +129,7 @@ def _update_integration(
 
 
 def _log(app: App, run: Run, key: str, progress: TypeProgress, now: Any) -> None:
-    metadata: dict[str, Any] = {
-        "created": progress.created,
-        "updated": progress.updated,
-        "unchanged": progress.unchanged,
-        "read": progress.read,
-        "errorCount": progress.errors,
-        "errors": progress.errorRecords,
-        "mode": run.mode,
-        "trigger": run.trigger,
-    }
-    if progress.errors > len(progress.errorRecords):
-        metadata["errorsOmitted"] = progress.errors - len(progress.errorRecords)
+    metadata: dict[str, Any] = {**progress.log_metadata(), "mode": run.mode, "trigger": run.trigger}
     if run.modifiedSince:
         metadata["modifiedSince"] = run.modifiedSince
     metadata.update(progress.extras())
@@ -156,7 +145,7 @@ def _log(app: App, run: Run, key: str, progress: TypeProgress, now: Any) -> None
             run_id=run.runId,
             entity_type=ENTITY_TYPES[key].log_type,
             status=progress.status or "FAILED",
-            records_affected=progress.created + progress.updated,
+            records_affected=progress.written,
             metadata=metadata,
             created_at=now,
         )

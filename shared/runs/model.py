@@ -5,43 +5,22 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from shared.counters import Counters
+
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 ACTIVE = (QUEUED, RUNNING)
-MAX_ERROR_RECORDS = 20  # failed records kept per type with their data; the rest only counted
 
 
 @dataclass
-class TypeProgress:
-    """One data type within a run, summed over its slices."""
+class TypeProgress(Counters):
+    """One data type within a run: its counters summed over its slices, and how it ended."""
 
-    read: int = 0
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    errors: int = 0
     done: bool = False
     status: str | None = None  # SUCCESS | PARTIAL | FAILED once done
-    linesWritten: int = 0
-    linesDeleted: int = 0
-    stockRefreshed: int = 0
-    deleted: int = 0  # reconcile: records newly flagged deletedInBC
-    restored: int = 0  # reconcile: flags removed because BC has the record again
-    resumed: bool = False
     error: dict[str, Any] | None = None
-    errorRecords: list[dict[str, Any]] = field(default_factory=list)
 
     def to_api(self) -> dict[str, Any]:
         return {"read": self.read, "created": self.created, "updated": self.updated, "unchanged": self.unchanged, "errors": self.errors, "done": self.done}
-
-    def extras(self) -> dict[str, Any]:
-        """The counters only some types have (lines, stock, reconcile), when non-zero."""
-        data: dict[str, Any] = {}
-        if self.linesWritten or self.linesDeleted:
-            data.update(linesWritten=self.linesWritten, linesDeleted=self.linesDeleted)
-        for name in ("stockRefreshed", "deleted", "restored"):
-            if getattr(self, name):
-                data[name] = getattr(self, name)
-        return data
 
     def counts(self) -> dict[str, Any]:
         """The sync response's per-type entry (design.md §3) with the extra counters."""
@@ -54,6 +33,12 @@ class TypeProgress:
         if not self.done:
             data["paused"] = True
         return data
+
+    def merged(self, slice_counts: Counters) -> "TypeProgress":
+        """This progress plus one slice's counters (a new object: the run's copy stays as read)."""
+        total = TypeProgress.from_dict(self.to_dict())
+        total.add(slice_counts)
+        return total
 
 
 @dataclass
@@ -114,7 +99,7 @@ class Run:
                 continue
             entity[key] = json.dumps(value) if key in ("entities", "error") else value
         for key, progress in self.progress.items():
-            entity[f"p_{key}"] = json.dumps(asdict(progress), default=str)
+            entity[f"p_{key}"] = json.dumps(progress.to_dict(), default=str)
         return entity
 
     @classmethod
@@ -127,5 +112,5 @@ class Run:
         run = cls(**values)
         for key in run.entities:
             raw = entity.get(f"p_{key}")
-            run.progress[key] = TypeProgress(**json.loads(raw)) if raw else TypeProgress()
+            run.progress[key] = TypeProgress.from_dict(json.loads(raw)) if raw else TypeProgress()
         return run

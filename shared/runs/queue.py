@@ -13,12 +13,12 @@ from typing import Any
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, ExponentialRetry, QueueClient
 
-from shared.errors import ServiceError
+from shared.errors import Retriable, ServiceError
 
 log = logging.getLogger(__name__)
 
 
-class QueueUnavailable(ServiceError):
+class QueueUnavailable(Retriable, ServiceError):
     status = 503
     code = "queue_unavailable"
 

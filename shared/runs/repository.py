@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict
 from datetime import datetime
 from typing import Callable
 
@@ -57,7 +56,7 @@ class RunRepository:
 
     def merge_progress(self, integration_id: str, run_id: str, key: str, progress: TypeProgress, at: str) -> None:
         """Live progress of one type: a merge of its own property only."""
-        entity = {"PartitionKey": integration_id, "RowKey": run_id, f"p_{key}": json.dumps(asdict(progress), default=str), "updatedAt": at}
+        entity = {"PartitionKey": integration_id, "RowKey": run_id, f"p_{key}": json.dumps(progress.to_dict(), default=str), "updatedAt": at}
         self._store.table(TABLE).upsert_entity(entity, mode="merge")
 
     def list(self, integration_id: str, *, top: int, continuation_token: str | None) -> tuple[list[Run], str | None]:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
 from shared.app import App
 from shared.clock import parse_iso, to_iso
 from shared.entities import ENTITY_TYPES
-from shared.errors import BCError, ConflictError, ServiceError
+from shared.errors import BCError, ConflictError, Fatal, ServiceError
 from shared.runs.cancel import GuardedClient, RunCancelled, RunStates, guarded
 from shared.runs.dispatch import disconnected_error, enqueue_next
 from shared.runs.finish import finish_run
@@ -22,8 +21,10 @@ from shared.runs.queue import SliceMessage
 from shared.realtime.byid import read_notified
 from shared.storage.integrations import Integration
 from shared.storage.leases import Lease, LeaseLost
-from shared.sync.engine import PassOptions, Paused, TypeResult, TypeSync
+from shared.counters import Counters
+from shared.sync.engine import PassOptions, Paused, TypeSync
 from shared.sync.reconcile import ReconcilePass
+from shared.sync.window import RECONCILE
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_SECONDS = 1.0
@@ -93,7 +94,7 @@ def _run_locked(app: App, integration: Integration, run: Run, lease: Lease, budg
     deadline = clock.monotonic() + budget_seconds
     guarded = _LeaseGuard(lease)
     pending = run.pending_types()
-    results: list[tuple[str, TypeResult, ServiceError | None, bool]] = []
+    results: list[tuple[str, Counters, ServiceError | None, bool]] = []
     fatal: ServiceError | None = None
     client = None
     try:
@@ -136,16 +137,16 @@ def _run_locked(app: App, integration: Integration, run: Run, lease: Lease, budg
     return SliceOutcome("continued", run)
 
 
-class LeaseLostError(ConflictError):
+class LeaseLostError(Fatal, ConflictError):
     code = "sync_in_progress"
 
 
-class RunFailure(ServiceError):
+class RunFailure(Fatal, ServiceError):
     """A failure on our side (storage down, a secret that cannot be decrypted, a bug): it
     ends the run, whose other types cannot do better."""
 
 
-def _sync_types(app: App, integration: Integration, run: Run, pending: list[str], client: Any, deadline: float, lease: "_LeaseGuard") -> tuple[list[tuple[str, TypeResult, ServiceError | None, bool]], ServiceError | None]:
+def _sync_types(app: App, integration: Integration, run: Run, pending: list[str], client: Any, deadline: float, lease: "_LeaseGuard") -> tuple[list[tuple[str, Counters, ServiceError | None, bool]], ServiceError | None]:
     """The first type runs alone: a run-wide failure (credentials, company, outage) then stops
     the run before the others start. The rest run up to SYNC_PARALLEL_TYPES at once, sharing
     the BC client and its request budget."""
@@ -168,12 +169,12 @@ def _sync_types(app: App, integration: Integration, run: Run, pending: list[str]
 
 
 def _fatal(error: ServiceError | None) -> ServiceError | None:
-    if error is not None and (getattr(error, "fatal_for_run", False) or isinstance(error, (LeaseLostError, RunFailure, RunCancelled))):
+    if error is not None and getattr(error, "fatal_for_run", False):  # the Fatal group (shared/errors.py)
         return error
     return None
 
 
-def _sync_type(app: App, integration: Integration, run: Run, key: str, client: Any, deadline: float, lease: "_LeaseGuard") -> tuple[str, TypeResult, ServiceError | None, bool]:
+def _sync_type(app: App, integration: Integration, run: Run, key: str, client: Any, deadline: float, lease: "_LeaseGuard") -> tuple[str, Counters, ServiceError | None, bool]:
     base = run.progress[key]
     common: dict[str, Any] = dict(
         entity=ENTITY_TYPES[key],
@@ -185,12 +186,12 @@ def _sync_type(app: App, integration: Integration, run: Run, key: str, client: A
         run_id=run.runId,
     )
     sync: Any
-    if run.mode == "reconcile":  # ids only, flags what BC no longer has (shared/sync/reconcile.py)
+    if run.mode == RECONCILE:  # ids only, flags what BC no longer has (shared/sync/reconcile.py)
         sync = ReconcilePass(**common)
     else:
         sync = TypeSync(**common, user_id=integration.userId, custom_fields=(integration.fieldMappings or {}).get(key))
     options = PassOptions(
-        mode="full" if run.mode == "reconcile" else run.mode,
+        mode=run.mode,
         modified_since=parse_iso(run.modifiedSince) if run.modifiedSince else None,
         lookback=timedelta(minutes=app.settings.lookback_minutes),
         deadline=deadline,
@@ -218,23 +219,9 @@ def _sync_type(app: App, integration: Integration, run: Run, key: str, client: A
         return key, sync.result, RunFailure(f"Internal error while syncing {key} ({type(error).__name__})"), False
 
 
-def _merged(base: TypeProgress, result: TypeResult) -> TypeProgress:
+def _merged(base: TypeProgress, result: Counters) -> TypeProgress:
     """The type's progress over all slices: the earlier slices' counts plus this one's."""
-    merged = TypeProgress(**asdict(base))
-    merged.read += result.read
-    merged.created += result.created
-    merged.updated += result.updated
-    merged.unchanged += result.unchanged
-    merged.errors += result.errors
-    merged.linesWritten += result.lines_written
-    merged.linesDeleted += result.lines_deleted
-    merged.stockRefreshed += result.stock_refreshed
-    merged.deleted += getattr(result, "deleted", 0)
-    merged.restored += getattr(result, "restored", 0)
-    merged.resumed = merged.resumed or result.resumed
-    room = max(0, 20 - len(merged.errorRecords))
-    merged.errorRecords = merged.errorRecords + result.error_records[:room]
-    return merged
+    return base.merged(result)
 
 
 class _ProgressWriter:
@@ -245,7 +232,7 @@ class _ProgressWriter:
         self._app, self._run, self._key, self._base = app, run, key, base
         self._last = 0.0
 
-    def write(self, result: TypeResult) -> None:
+    def write(self, result: Counters) -> None:
         now = self._app.clock.monotonic()
         if now - self._last < PROGRESS_EVERY_SECONDS:
             return

@@ -8,13 +8,14 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.clock import Clock, parse_iso, to_iso
+from shared.errors import Fatal
 from shared.storage.tables import TableStore
 
 TABLE = "SyncLeases"
 PARTITION = "lease"
 
 
-class LeaseLost(Exception):
+class LeaseLost(Fatal):
     """Another run took the lease over (ours had expired): stop writing at once."""
 
 

@@ -17,6 +17,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.clock import parse_iso, to_iso
+from shared.errors import Retriable
 from shared.crypto import SecretBox
 from shared.keys import encode_key
 from shared.storage.tables import TableStore
@@ -26,7 +27,7 @@ TOKENS = "OAuthTokens"
 _FLOW_PARTITION = "flow"
 
 
-class CacheConflict(Exception):
+class CacheConflict(Retriable):
     """Another instance wrote the token cache since it was read."""
 
 

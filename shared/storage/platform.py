@@ -12,10 +12,11 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import EntityProperty
 
 from shared.clock import to_iso
-from shared.entities import EntityType
+from shared.entities import EntityType, lineages_into
 from shared.keys import children_range, record_partition, record_partitions
 from shared.storage.changes import RECORDS_END
 from shared.storage.tables import TableStore
+from shared.sync.lineage import links_of
 
 #: Bookkeeping of the store, never shown (syncError stays: it explains syncStatus "error").
 INTERNAL = frozenset({"PartitionKey", "RowKey", "Timestamp", "contentHash", "changeKey", "lineIds"})
@@ -98,14 +99,24 @@ class PlatformRecords:
             for row, view_row in zip(rows, self.with_lines(rows))
         }
 
+    def _with_documents(self, rows: list[dict[str, Any]], views: list[dict[str, Any]]) -> None:
+        """A document others are made from lists them (a sales order's `invoiceExternalIds`,
+        from the lineage index: one range query per record, in parallel), posted or not."""
+        if not rows or not lineages_into(self.entity.key):
+            return
+        found = self._store.map(lambda row: _documents_of(self._store, self._integration_id, self.entity, row), rows)
+        for record, documents in zip(views, found):
+            record.update(documents)
+
     def with_lines(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Views of `rows`; a sales order carries its `lines` (one range query per order, in
         parallel), ordered by their sequence."""
         views = [view(row) for row in rows]
-        child = self.entity.child
-        if child is None or not rows:
+        self._with_documents(rows, views)
+        declared = self.entity.lines
+        if declared is None or not rows:
             return views
-        lines_table = self._store.table(child.table)
+        lines_table = self._store.table(declared.type.table)
 
         def lines(row: dict[str, Any]) -> list[dict[str, Any]]:
             low, high = children_range(str(row["RowKey"]))
@@ -117,8 +128,16 @@ class PlatformRecords:
             return [view(line) for line in ordered]
 
         for record, record_lines in zip(views, self._store.map(lines, rows)):
-            record["lines"] = record_lines
+            record[declared.name] = record_lines
         return views
+
+
+def _documents_of(store: TableStore, integration_id: str, entity: EntityType, row: dict[str, Any]) -> dict[str, list[str]]:
+    links = links_of(store, integration_id, entity.key, str(row["RowKey"]))
+    return {
+        lineage.backlink: sorted({str(link["documentExternalId"]) for link in links if link.get("documentType") == document.key})
+        for document, lineage in lineages_into(entity.key)
+    }
 
 
 def _sequence(line: dict[str, Any]) -> int:

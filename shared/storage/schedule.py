@@ -5,13 +5,28 @@ every write; the dispatcher drops rows that no longer match their integration.""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator, Protocol
 
 from shared.keys import encode_key
 from shared.storage.tables import TableStore
 
-if TYPE_CHECKING:
-    from shared.storage.integrations import Integration
+
+class Schedulable(Protocol):
+    """What the index needs of an integration (the integrations repository writes the index,
+    so this module names the shape instead of importing it: no import circle)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def userId(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def companyId(self) -> str | None: ...
+    @property
+    def nextSyncAt(self) -> str | None: ...
+    @property
+    def createdAt(self) -> str | None: ...
 
 TABLE = "SyncSchedule"
 PARTITION = "due"
@@ -27,7 +42,7 @@ class DueEntry:
     due_at: str
 
 
-def schedule_key(integration: "Integration") -> str | None:
+def schedule_key(integration: Schedulable) -> str | None:
     """The row this integration should have in the index, or None when it is not scheduled."""
     if integration.status in UNSCHEDULED or not integration.companyId:
         return None  # waits for a person (credentials, a sign-in, a company to be chosen)
@@ -39,7 +54,7 @@ class ScheduleIndex:
     def __init__(self, store: TableStore) -> None:
         self._store = store
 
-    def move(self, old_key: str | None, integration: "Integration") -> None:
+    def move(self, old_key: str | None, integration: Schedulable) -> None:
         """Replace the integration's row (if its key changed)."""
         new_key = schedule_key(integration)
         if old_key == new_key:

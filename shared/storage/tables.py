@@ -19,7 +19,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Servic
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError
 from azure.data.tables.aio import TableServiceClient as AsyncTableServiceClient
 
-from shared.errors import ValidationError
+from shared.errors import SkipRecord, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Attach(Protocol):
     def transaction(self, client: Any, ops: list[Operation]) -> AsyncContextManager[Joined]: ...
 
 
-class WriteFailure(Exception):
+class WriteFailure(SkipRecord):
     """One entity the store refused (after its transaction was retried entity by entity)."""
 
     def __init__(self, entity: Entity, error: Exception) -> None:
