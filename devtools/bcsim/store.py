@@ -37,31 +37,46 @@ def edm_type(field: str, sample: Any) -> str:
     return "Edm.Date" if sample == BLANK_DATE or field.endswith("Date") else "Edm.String"
 
 
-def _sv(value: Any, typ: str) -> tuple[int, Any]:
-    """Sort value that never raises on mixed types (tests store odd values on purpose)."""
+GuidKey = Callable[[str], str]
+
+
+def text_key(guid: str) -> str:
+    return guid.lower()
+
+
+def _sv(value: Any, typ: str, guid_key: GuidKey = text_key) -> tuple[int, Any]:
+    """Sort value that never raises on mixed types (tests store odd values on purpose); GUIDs
+    sort by `guid_key` (text order unless a test plays another, e.g. SQL Server's)."""
     if value is None:
         return (0, 0)
     if isinstance(value, (bool, int, float)):
         return (1, float(value))
     if typ == "Edm.DateTimeOffset" and (dt := parse_dt(str(value))) is not None:
         return (1, dt.timestamp())
-    return (2, str(value).lower() if typ == "Edm.Guid" else str(value))
+    return (2, guid_key(str(value)) if typ == "Edm.Guid" else str(value))
 
 
 class EntitySet:
     """Rows of one set keyed by id; deleted rows stay as tombstones so old skiptokens still sort."""
 
-    def __init__(self, name: str, template: dict[str, Any]) -> None:
+    def __init__(self, name: str, template: dict[str, Any], guid_key: GuidKey = text_key) -> None:
         self.name = name
+        self.guid_key = guid_key
         self.type_name, self.pk = ENTITY_SETS[name]
         self.types = {k: edm_type(k, v) for k, v in template.items() if k != "@odata.etag"}
         self.rows: dict[str, dict[str, Any]] = {}
         self.gone: dict[str, dict[str, Any]] = {}
         self._orders: dict[str, tuple[list[tuple[Any, ...]], list[str]]] = {}
 
+    def set_guid_order(self, guid_key: GuidKey) -> None:
+        """Play another reading of GUID order (cached orderings are dropped)."""
+        self.guid_key = guid_key
+        self._orders.clear()
+
     def sort_key(self, rec: dict[str, Any], field: str) -> tuple[Any, ...]:
-        pk = (_sv(rec.get(self.pk), self.types.get(self.pk, "")), str(rec.get("id")))
-        return pk if field == self.pk else (_sv(rec.get(field), self.types.get(field, "")), *pk)
+        gk = self.guid_key
+        pk = (_sv(rec.get(self.pk), self.types.get(self.pk, ""), gk), gk(str(rec.get("id"))))
+        return pk if field == self.pk else (_sv(rec.get(field), self.types.get(field, ""), gk), *pk)
 
     def ordered(self, field: str) -> tuple[list[tuple[Any, ...]], list[str]]:
         """(sorted keys, ids in that order), cached until a change touches `field` or the key."""

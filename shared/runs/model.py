@@ -25,7 +25,8 @@ class TypeProgress:
     linesDeleted: int = 0
     stockRefreshed: int = 0
     deleted: int = 0  # reconcile: records newly flagged deletedInBC
-    restored: int = 0  # reconcile: flags removed because BC has the record again
+    restored: int = 0  # reconcile: ids BC has that were not stored, read by id and stored
+    undeleted: int = 0  # reconcile: flags removed because BC has the record again
     resumed: bool = False
     error: dict[str, Any] | None = None
     errorRecords: list[dict[str, Any]] = field(default_factory=list)
@@ -38,7 +39,7 @@ class TypeProgress:
         data: dict[str, Any] = {}
         if self.linesWritten or self.linesDeleted:
             data.update(linesWritten=self.linesWritten, linesDeleted=self.linesDeleted)
-        for name in ("stockRefreshed", "deleted", "restored"):
+        for name in ("stockRefreshed", "deleted", "restored", "undeleted"):
             if getattr(self, name):
                 data[name] = getattr(self, name)
         return data

@@ -22,7 +22,9 @@ from shared.runs.queue import SliceMessage
 from shared.storage.integrations import Integration
 from shared.storage.leases import Lease, LeaseLost
 from shared.sync.engine import PassOptions, Paused, TypeResult, TypeSync
+from shared.sync.completeness import record_completeness
 from shared.sync.reconcile import ReconcilePass
+from shared.sync.rekey import KeyMigration
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_SECONDS = 1.0
@@ -184,8 +186,9 @@ def _sync_type(app: App, integration: Integration, run: Run, key: str, client: A
         run_id=run.runId,
     )
     sync: Any
-    if run.mode == "reconcile":  # ids only, flags what BC no longer has (shared/sync/reconcile.py)
-        sync = ReconcilePass(**common)
+    if run.mode == "reconcile":  # ids; restores what storage lacks, flags what BC no longer has (shared/sync/reconcile.py)
+        sync = ReconcilePass(**common, user_id=integration.userId, custom_fields=(integration.fieldMappings or {}).get(key),
+                             on_complete=lambda data_type, data: record_completeness(app, integration, run.configVersion, data_type, data, client.get_company))
     else:
         sync = TypeSync(**common, user_id=integration.userId, custom_fields=(integration.fieldMappings or {}).get(key))
     options = PassOptions(
@@ -197,6 +200,10 @@ def _sync_type(app: App, integration: Integration, run: Run, key: str, client: A
         on_page=_ProgressWriter(app, run, key, base).write,
     )
     try:
+        # Records still under their legacy keys move first (shared/sync/rekey.py): the pass's
+        # range lookups only see the current layout.
+        if not KeyMigration(**{k: common[k] for k in ("entity", "store", "states", "clock", "integration_id")}).run(deadline=deadline, keep_alive=options.keep_alive):
+            raise Paused(f"{key}: time budget reached while moving records to their current keys")
         return key, sync.run(options), None, False
     except Paused:
         return key, sync.result, None, True
@@ -228,6 +235,7 @@ def _merged(base: TypeProgress, result: TypeResult) -> TypeProgress:
     merged.stockRefreshed += result.stock_refreshed
     merged.deleted += getattr(result, "deleted", 0)
     merged.restored += getattr(result, "restored", 0)
+    merged.undeleted += getattr(result, "undeleted", 0)
     merged.resumed = merged.resumed or result.resumed
     room = max(0, 20 - len(merged.errorRecords))
     merged.errorRecords = merged.errorRecords + result.error_records[:room]
