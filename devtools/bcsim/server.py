@@ -200,8 +200,8 @@ class Handler(BaseHTTPRequestHandler):
         if es is None:
             raise ODataError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{r['set']}'.")
         ctx += f"({r['cid']})/{r['set']}"
-        if r["rid"] is not None and r["sub"] is None:
-            return self._single(es, r["rid"], query, f"{ctx}/$entity")
+        if r["rid"] is not None and r["sub"] is None:  # BC expands a single order's lines too
+            return self._single(es, r["rid"], query, f"{ctx}/$entity", ("salesOrderLines",) if r["set"] == "salesOrders" else (), store)
         if r["sub"] is not None:
             if (r["set"], r["sub"]) != ("salesOrders", "salesOrderLines"):
                 raise ODataError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{r['sub']}'.")
@@ -213,7 +213,8 @@ class Handler(BaseHTTPRequestHandler):
         expand = ("salesOrderLines",) if r["set"] == "salesOrders" else ()
         return self._list(es, pairs, query, headers, ctx, bool(r["count"]), expand, store)
 
-    def _single(self, es: EntitySet, rid: str, query: dict[str, str], ctx: str) -> Reply:
+    def _single(self, es: EntitySet, rid: str, query: dict[str, str], ctx: str, expand: tuple[str, ...] = (),
+                store: Any = None) -> Reply:
         rec = es.rows.get(rid.strip("'").lower())
         if rec is None:
             if es.name == "companies":
@@ -221,8 +222,11 @@ class Handler(BaseHTTPRequestHandler):
                                  f"'{rid}' cannot be found.")
             raise ODataError(404, "Internal_RecordNotFound", f"The {es.type_name} does not exist. "
                              f"Identification fields and values: SystemId='{{{rid.upper()}}}'")
-        q = parse_query(query, es)
-        return 200, {"@odata.context": ctx, **project(rec, q.select)}, ODATA_JSON, _odata_headers()
+        q = parse_query(query, es, expand)
+        out = project(rec, q.select)
+        if "salesOrderLines" in q.expand:
+            out["salesOrderLines"] = [dict(ln) for ln in store.lines(rec["id"])]
+        return 200, {"@odata.context": ctx, **out}, ODATA_JSON, _odata_headers()
 
     def _list(self, es: EntitySet, pairs: list[tuple[str, str]], query: dict[str, str], headers: dict[str, str],
               ctx: str, want_count: bool, expand: tuple[str, ...] = (), store: Any = None) -> Reply:

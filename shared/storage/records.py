@@ -11,7 +11,7 @@ from shared.storage.tables import TableStore, WriteFailure
 
 #: Properties read back to decide created / updated / unchanged without loading whole records.
 INDEX_FIELDS = ["RowKey", "contentHash", "syncStatus", "platformModifiedAt", "lastSyncedAt", "deletedInBC"]
-RANGE_MIN_KEYS = 50  # below this, point reads cost less than range queries over every partition
+RANGE_MIN_KEYS = 20  # below this (a small delta), point reads cost less than a range query per partition
 
 
 @dataclass(frozen=True)
