@@ -316,3 +316,26 @@ def test_a_paused_key_migration_resumes_without_duplicates(api: Api, app: App, s
     assert app.states.get(iid, "suppliers.keys").watermark == rekey.LAYOUT
     run = app.runs.get(iid, started.run.runId)
     assert run is not None and run.status == "succeeded" and run.progress["suppliers"].created == 0
+
+
+# -- the monitoring page ---------------------------------------------------------------------------
+from tests.test_portal import browser, card, open_page, owner, portal  # noqa: E402,F401 - fixtures shared with the page tests
+
+
+def test_the_page_shows_the_company_name_and_what_the_reconcile_verified(browser: Any, portal: str, owner: Api, sim: BCSimulator) -> None:
+    integration = owner.create_integration(sim, entities=["suppliers"])
+    iid = integration["id"]
+    assert owner.sync(iid).status == 200
+    open_page(browser, portal)
+    header = card(browser, iid).find_element("css selector", ".meta.company").text
+    assert "CRONUS International Ltd." not in header and integration["companyId"] in header  # not known yet
+    assert not card(browser, iid).find_elements("css selector", ".completeness")
+    gone = sim.company().records("vendors")[2]["id"]
+    sim.company().delete("vendors", gone)
+    assert owner.sync(iid, {"mode": "reconcile"}).data["suppliers"]["deleted"] == 1
+    open_page(browser, portal)
+    shown = card(browser, iid)
+    assert "CRONUS International Ltd." in shown.find_element("css selector", ".meta.company").text
+    line = shown.find_element("css selector", '.completeness .verified[data-type="suppliers"]')
+    assert line.get_attribute("data-complete") == "true"
+    assert line.text.startswith("suppliers: verified complete: 44 of 44 at ") and "(1 deleted in BC)" in line.text
