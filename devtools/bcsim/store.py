@@ -44,6 +44,18 @@ def text_key(guid: str) -> str:
     return guid.lower()
 
 
+def sql_key(guid: str) -> str:
+    """SQL Server's uniqueidentifier order (what BC's `$orderby=id` follows): bytes 10-15, 8-9,
+    7-6, 5-4, 3-0. The simulator's own copy on purpose: it models BC, not the service's code."""
+    g = guid.lower()
+    if len(g) != 36:
+        return g
+    return g[24:36] + g[19:23] + g[16:18] + g[14:16] + g[11:13] + g[9:11] + g[6:8] + g[4:6] + g[2:4] + g[0:2]
+
+
+GUID_ORDERS: dict[str, GuidKey] = {"text": text_key, "sql": sql_key}
+
+
 def _sv(value: Any, typ: str, guid_key: GuidKey = text_key) -> tuple[int, Any]:
     """Sort value that never raises on mixed types (tests store odd values on purpose); GUIDs
     sort by `guid_key` (text order unless a test plays another, e.g. SQL Server's)."""
