@@ -335,8 +335,10 @@ def test_a_failed_line_write_or_delete_leaves_the_order_for_the_next_run(storage
     removed_line = company.lines(orders[1]["id"])[0]
     company.update_order_line(orders[0]["id"], changed_line["id"], quantity=77)
     company.remove_order_line(orders[1]["id"], removed_line["id"])
-    storage.refuse("SalesOrderLines", changed_line["id"])
-    storage.refuse("SalesOrderLines", removed_line["id"])
+    from shared.keys import record_row_key
+
+    storage.refuse("SalesOrderLines", record_row_key(changed_line["id"]))  # in the line's RowKey
+    storage.refuse("SalesOrderLines", record_row_key(removed_line["id"]))
     clock.advance(1)  # this run's log entries sort after the first sync's
 
     first = api.sync(created["id"], {"mode": "delta"})

@@ -284,27 +284,37 @@ class ReconcilePass:
         progress.runs += 1
 
     def _load_runs(self, progress: Progress) -> array:
-        """Every spilled run of this reconcile, merged into one sorted array."""
-        rows = self.store.query(SCRATCH_TABLE, "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-                                parameters={"pk": self.scratch_partition, "low": f"{self.run_id}|", "high": f"{self.run_id}}}"})
-        runs: dict[int, list[tuple[int, bytes]]] = {}
-        sizes: dict[int, int] = {}
-        for row in rows:
-            _, run_index, chunk = str(row["RowKey"]).split("|")
-            if int(run_index) >= progress.runs:
-                continue  # spilled by a slice that died before its checkpoint: read again since
-            runs.setdefault(int(run_index), []).append((int(chunk), _bytes(row["h"])))
-            if row.get("chunks") is not None:
-                sizes[int(run_index)] = int(row["chunks"])
-        arrays = []
-        for index, chunks in runs.items():
-            values = array("Q")
-            for _, data in sorted(chunks)[: sizes.get(index, 0)]:
-                values.frombytes(data)
-            if sys.byteorder != "little":
+        """Every spilled run of this reconcile, merged into one sorted array. Rows come a few at
+        a time (each holds 64 KB of hashes), so the peak is the runs plus the merged array."""
+        pager = self.store.table(SCRATCH_TABLE).query_entities(
+            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            parameters={"pk": self.scratch_partition, "low": f"{self.run_id}|", "high": f"{self.run_id}}}"},
+            results_per_page=4,
+        )
+        runs: dict[int, array] = {}
+        expected: dict[int, int] = {}
+        seen: dict[int, int] = {}
+        for row in pager:  # RowKey order: run by run, chunk by chunk
+            _, run_text, chunk_text = str(row["RowKey"]).split("|")
+            index, chunk = int(run_text), int(chunk_text)
+            if index >= progress.runs:
+                continue  # spilled by a slice that died before its checkpoint: its ids are read again
+            if chunk == 0:
+                expected[index] = int(row.get("chunks") or 1)
+            if chunk >= expected.get(index, 0) or seen.get(index, 0) != chunk:
+                continue  # a leftover chunk of an earlier, longer spill of the same run
+            values = runs.setdefault(index, array("Q"))
+            values.frombytes(_bytes(row["h"]))
+            seen[index] = chunk + 1
+        arrays = list(runs.values())
+        runs.clear()
+        if sys.byteorder != "little":
+            for values in arrays:
                 values.byteswap()
-            arrays.append(values)
-        merged = array("Q", heapq.merge(*arrays)) if len(arrays) > 1 else (arrays[0] if arrays else array("Q"))
+        if len(arrays) <= 1:
+            return arrays[0] if arrays else array("Q")
+        merged = array("Q")
+        merged.extend(heapq.merge(*arrays))
         return merged
 
     def _clear_scratch(self) -> None:
