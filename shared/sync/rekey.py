@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError
@@ -81,14 +81,15 @@ class KeyMigration:
         started_at = checkpoint.started_at if checkpoint else to_iso(self.clock.now())
         partitions = record_partitions(self.integration_id)
         for index in range(start, len(partitions)):
-            for last in self._scan(partitions[index], after):
+            for last, moved in self._scan(partitions[index], after):
                 after = last
-                self._save(Checkpoint("", str(failed_before + self.result.failed), str(index), started_at, after))
-                keep_alive()
-                if deadline is not None and self.clock.monotonic() >= deadline:
+                out_of_time = deadline is not None and self.clock.monotonic() >= deadline
+                if moved or out_of_time:  # an integration with nothing to move costs no state writes
+                    self._save(Checkpoint("", str(failed_before + self.result.failed), str(index), started_at, after))
+                    keep_alive()
+                if out_of_time:
                     return False
             after = None
-            self._save(Checkpoint("", str(failed_before + self.result.failed), str(index + 1), started_at, None))
         if failed_before + self.result.failed:
             # Rows that could not move stay legacy: scan again from the start next time.
             log.warning("%s: %d records of integration %s kept their legacy key; retried next run", self.entity.key, failed_before + self.result.failed, self.integration_id)
@@ -100,8 +101,9 @@ class KeyMigration:
     def _save(self, checkpoint: Checkpoint | None) -> None:
         self.states.save(self.integration_id, self.key, TypeState(None, checkpoint))
 
-    def _scan(self, partition: str, after: str | None):  # type: ignore[no-untyped-def]
-        """Move the partition's legacy rows page by page; yields the last RowKey of each page."""
+    def _scan(self, partition: str, after: str | None) -> Iterator[tuple[str, int]]:
+        """Move the partition's legacy rows page by page; yields each page's last RowKey and how
+        many rows it moved."""
         clauses = "PartitionKey eq @pk and RowKey lt @end" + (" and RowKey gt @after" if after else "")
         parameters = {"pk": partition, "end": RECORDS_END, **({"after": after} if after else {})}
         pages = self.store.table(self.entity.table).query_entities(clauses, parameters=parameters, results_per_page=PAGE).by_page()
@@ -112,7 +114,7 @@ class KeyMigration:
             legacy = [(row, new) for row in rows if (new := self._new_key(row)) is not None]
             for start in range(0, len(legacy), MOVES_PER_TRANSACTION):
                 self._move(legacy[start : start + MOVES_PER_TRANSACTION])
-            yield str(rows[-1]["RowKey"])
+            yield str(rows[-1]["RowKey"]), len(legacy)
 
     def _new_key(self, row: dict[str, Any]) -> str | None:
         """The current key of a legacy row, or None when the row needs no move."""
