@@ -14,6 +14,7 @@ import pytest
 from devtools.bcsim import BCSimulator
 from devtools.bcsim.seed import fmt_dt
 from shared.app import App
+from shared.entities import ENTITY_TYPES
 from shared.keys import (
     RECORD_PARTITIONS, child_row_key, encode_key, guid_from_sort_key, guid_sort_key, legacy_row_key, record_partition, record_row_key,
 )
@@ -313,7 +314,7 @@ def test_a_paused_key_migration_resumes_without_duplicates(api: Api, app: App, s
     assert drain(app)[-1].state == "finished"
     done = by_id(app, "Suppliers", iid)
     assert len(done) == 45 and all(r["RowKey"] == record_row_key(k) for k, r in done.items())
-    assert app.states.get(iid, "suppliers.keys").watermark == rekey.LAYOUT
+    assert rekey.KeyMigration(entity=ENTITY_TYPES["suppliers"], store=app.store, states=app.states, clock=app.clock, integration_id=iid).done()
     run = app.runs.get(iid, started.run.runId)
     assert run is not None and run.status == "succeeded" and run.progress["suppliers"].created == 0
 

@@ -9,7 +9,8 @@ run's slice, shared/runs/slices.py), and the pass waits until its type is done.
 - Resumable and bounded: partitions are scanned in order, a server page at a time; after each
   page the position (partition, last RowKey) is saved under `<type>.keys`, and at the slice's
   deadline the migration pauses like a pass. When every partition is done without a failure
-  the state says so (`watermark` = LAYOUT) and later runs cost one point read.
+  the state says so (its checkpoint's next_link = LAYOUT; the row has no watermark, which is
+  always a timestamp) and later runs cost one point read.
 - No duplicates, nothing lost: a record keeps its partition (shared/keys.py: the partition is
   computed from the id's legacy text) and moves in one transaction, "create the row under the
   new key" + "delete the legacy row", so at any moment it exists exactly once. Only an id that
@@ -42,7 +43,7 @@ from shared.storage.tables import TableStore
 log = logging.getLogger(__name__)
 
 KEYS_SUFFIX = ".keys"  # state key of a type's migration
-LAYOUT = "sortkey-v1"  # the state's watermark once every record of the type has the current key
+LAYOUT = "sortkey-v1"  # the state's checkpoint.next_link once every record of the type has the current key
 PAGE = 500  # rows scanned per server page (then the position is saved)
 MOVES_PER_TRANSACTION = 50  # create + delete pairs: 100 operations, Table Storage's limit
 
@@ -67,12 +68,12 @@ class KeyMigration:
         self.result = MigrationResult()
 
     def done(self) -> bool:
-        return self.states.get(self.integration_id, self.key).watermark == LAYOUT
+        return _is_done(self.states.get(self.integration_id, self.key))
 
     def run(self, *, deadline: float | None = None, keep_alive: Callable[[], None] = lambda: None) -> bool:
         """Move what is left; True when the type is done, False when the deadline came first."""
         state = self.states.get(self.integration_id, self.key)
-        if state.watermark == LAYOUT:
+        if _is_done(state):
             return True
         checkpoint = state.checkpoint
         start = int(checkpoint.next_link) if checkpoint else 0
@@ -95,7 +96,7 @@ class KeyMigration:
             log.warning("%s: %d records of integration %s kept their legacy key; retried next run", self.entity.key, failed_before + self.result.failed, self.integration_id)
             self._save(None)
             return True
-        self.states.save(self.integration_id, self.key, TypeState(LAYOUT, None))
+        self._save(Checkpoint("", None, LAYOUT, started_at, None))
         return True
 
     def _save(self, checkpoint: Checkpoint | None) -> None:
@@ -191,6 +192,10 @@ class KeyMigration:
         except HttpResponseError as error:
             self.result.failed += 1
             log.warning("could not move %s/%s to its current key: %s", old["PartitionKey"], old["RowKey"], getattr(error, "error_code", type(error).__name__))
+
+
+def _is_done(state: TypeState) -> bool:
+    return state.checkpoint is not None and state.checkpoint.next_link == LAYOUT
 
 
 def _keys(entity: dict[str, Any]) -> dict[str, Any]:
