@@ -38,7 +38,7 @@ import sys
 from array import array
 from bisect import bisect_left
 from decimal import Decimal
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator
 
 from shared.bc.client import BCClient, odata_query
@@ -114,12 +114,6 @@ class Progress:
             return cls(**values) if isinstance(values, dict) else None
         except (ValueError, TypeError):
             return None  # a checkpoint of the earlier reconcile: start again
-
-
-@dataclass
-class _Sweep:
-    flagged: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
 
 
 class ReconcilePass:
