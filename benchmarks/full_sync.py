@@ -1,13 +1,15 @@
 """Full-sync throughput against the Azurite write ceiling measured in the same run.
 
-    python -m benchmarks.full_sync [--items 20000] [--profile]
+    python -m benchmarks.full_sync [--items 10000] [--vendors 10000] [--order sql|text] [--profile]
 
 The ceiling: raw transactions of 100 entities of ~10 properties through TableStore.write (the
 aio writer, STORAGE_WRITE_CONCURRENCY in flight), spread over as many partitions as an
-integration's records, for as many entities as the company has items. Then three runs of the
-products type through shared.runs (start_run + one run_slice, as a synchronous HTTP sync):
-full on an empty platform, full again (nothing changed), and a delta after 100 items changed
-in BC. Prints figures; asserts nothing."""
+integration's records, for as many entities as the company has records. Then three runs of
+suppliers + products through shared.runs (start_run + one run_slice, as a synchronous HTTP
+sync): full on an empty platform, full again (nothing changed), and a delta after 100 items
+changed in BC. `--order sql` (the default) has the simulator return ids as BC does (SQL
+Server's uniqueidentifier order), `--order text` the other reading. Prints figures, including
+the storage queries the stored-record lookups cost per BC page; asserts nothing."""
 from __future__ import annotations
 
 import argparse
@@ -113,7 +115,8 @@ def property_count(app: Any, table: str, sample: int = 2000) -> float:
 
 def change_items(app: Any, sim: Any, count: int) -> int:
     """Change `count` items in BC through the simulator's control API (their price)."""
-    rows = app.store.query("Products", "PartitionKey ne @none", parameters={"none": ""}, select=["externalId"], page_size=count)
+    rows = app.store.query("Products", "PartitionKey ne @none and RowKey lt @end", parameters={"none": "", "end": "~c|"},  # records, not change rows
+                           select=["externalId"], page_size=count)
     context = ssl.create_default_context(cafile=sim.info["ca_path"])
     changed = 0
     for row in rows:
@@ -130,7 +133,9 @@ def change_items(app: Any, sim: Any, count: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=20000, help="items in the generated company")
+    parser.add_argument("--items", type=int, default=10000, help="items in the generated company")
+    parser.add_argument("--vendors", type=int, default=10000, help="vendors in the generated company")
+    parser.add_argument("--order", choices=["sql", "text"], default="sql", help="how the simulator orders GUIDs ($orderby=id)")
     parser.add_argument("--page-size", type=int, default=1000, help="BC_PAGE_SIZE")
     parser.add_argument("--profile", action="store_true", help="cProfile the first full sync and print the top functions")
     args = parser.parse_args()
@@ -138,22 +143,25 @@ def main() -> None:
     from shared.app import App
     from shared.keys import RECORD_PARTITIONS
     from shared.settings import load_settings
+    from shared.storage.records import LOOKUP_STATS
 
     started = time.perf_counter()
-    with simulator(args.items) as sim, AzuriteServer() as azurite:
-        print(f"generated {args.items} items in a simulator process; Azurite up in {time.perf_counter() - started:.1f}s")
+    records = args.items + args.vendors
+    with simulator(args.items, bulk_vendors=args.vendors, id_order=args.order) as sim, AzuriteServer() as azurite:
+        print(f"generated {args.items} items and {args.vendors} vendors in a simulator process (ids in {args.order} order); "
+              f"Azurite up in {time.perf_counter() - started:.1f}s")
         configure(azurite, sim, BC_PAGE_SIZE=str(args.page_size))
         app = App(load_settings())
         node = azurite_table_pid(azurite)
-        integration = new_integration(app, sim.company_id, ["products"])
+        integration = new_integration(app, sim.company_id, ["suppliers", "products"])
         stages = StageTimes().install()
 
         def ceiling() -> tuple[float, Meter]:
             with metered(node) as meter:
-                rate = measure_ceiling(app, args.items, RECORD_PARTITIONS)
+                rate = measure_ceiling(app, records, RECORD_PARTITIONS)
             return rate, meter
 
-        print(f"write ceiling: {args.items} entities of 10 properties, transactions of 100 over {RECORD_PARTITIONS} partitions, "
+        print(f"write ceiling: {records} entities of 10 properties, transactions of 100 over {RECORD_PARTITIONS} partitions, "
               f"{app.settings.write_concurrency} in flight through TableStore.write; measured before and after the first full sync")
         print(f"{'phase':<28}{'seconds':>8}{'per s':>8}{'created':>9}{'updated':>9}{'unchanged':>10}{'BC GETs':>8}"
               f"{'CPU s':>7}{'Azurite CPU ms/1k':>19}")
@@ -164,7 +172,7 @@ def main() -> None:
 
         blank = f"{'':>9}{'':>9}{'':>10}{'':>8}"
         before, before_meter = ceiling()
-        row("ceiling (before)", before_meter, args.items, blank)
+        row("ceiling (before)", before_meter, records, blank)
         rates: dict[str, float] = {}
         meters: dict[str, Meter] = {}
         profile_text = ""
@@ -172,6 +180,7 @@ def main() -> None:
             if mode == "delta":
                 change_items(app, sim, CHANGED_FOR_DELTA)
             profiler = cProfile.Profile() if args.profile and not rates else None
+            LOOKUP_STATS.reset()
             with metered(node) as meter:
                 if profiler:
                     profiler.enable()
@@ -179,13 +188,17 @@ def main() -> None:
                 if profiler:
                     profiler.disable()
             spent = stages.take()
-            p = run.progress["products"]
-            total = p.created + p.updated + p.unchanged
+            kinds = [run.progress[key] for key in ("suppliers", "products")]
+            created, updated, unchanged = (sum(getattr(p, name) for p in kinds) for name in ("created", "updated", "unchanged"))
+            errors = sum(p.errors for p in kinds)
+            total = created + updated + unchanged
             rates[label] = total / meter.wall
             meters[label] = meter
-            row(label, meter, total, f"{p.created:>9}{p.updated:>9}{p.unchanged:>10}{run.bcRequests:>8}")
-            if p.errors or run.status != "succeeded":
-                print(f"    {run.status}: {p.errors} errors {run.error or ''}")
+            row(label, meter, total, f"{created:>9}{updated:>9}{unchanged:>10}{run.bcRequests:>8}")
+            if errors or run.status != "succeeded":
+                print(f"    {run.status}: {errors} errors {run.error or ''}")
+            print(f"    stored-record lookups: {LOOKUP_STATS.pages} BC pages, {LOOKUP_STATS.range_queries} range queries + "
+                  f"{LOOKUP_STATS.point_reads} point reads = {LOOKUP_STATS.per_page():.1f} storage queries per BC page")
             other = meter.wall - sum(spent.values())
             print(f"    sync thread: map {spent['map']:.1f}s, stored lookup {spent['lookup']:.1f}s, write {spent['write']:.1f}s, "
                   f"other (waiting for BC, state, progress, lease) {other:.1f}s")
@@ -195,17 +208,18 @@ def main() -> None:
                 profile_text = out.getvalue()
             if label.startswith("full (empty"):
                 after, after_meter = ceiling()
-                row("ceiling (after)", after_meter, args.items, blank)
+                row("ceiling (after)", after_meter, records, blank)
         records_ceiling, meter = measure_records_ceiling(app, "Products", args.items, node)
         row("ceiling, stored products", meter, args.items, blank)
         first = rates["full (empty platform)"]
         mean = (before + after) / 2
         print(f"first full sync {first:,.0f} records/s; ceiling {before:,.0f} before, {after:,.0f} after (mean {mean:,.0f}) entities/s: "
               f"ratio {first / mean:.2f}")
+        print(f"re-sync with nothing changed: {rates['full again (no change)']:,.0f} records/s")
         sync_cpu = meters["full (empty platform)"]
         ceiling_cpu = [before_meter, after_meter]
-        per_entity = sum(m.cpu + m.azurite_cpu for m in ceiling_cpu) / (2 * args.items)
-        per_record = (sync_cpu.cpu + sync_cpu.azurite_cpu) / args.items
+        per_entity = sum(m.cpu + m.azurite_cpu for m in ceiling_cpu) / (2 * records)
+        per_record = (sync_cpu.cpu + sync_cpu.azurite_cpu) / records
         print(f"CPU per entity (this process + Azurite): ceiling {per_entity * 1000:.2f} ms, first full sync {per_record * 1000:.2f} ms: "
               f"ratio {per_entity / per_record:.2f} (what the throughput ratio tends to when the machine is CPU-bound)")
         print(f"the stored products rewritten raw: {records_ceiling:,.0f} entities/s, {records_ceiling / mean:.2f} of the 10-property ceiling")

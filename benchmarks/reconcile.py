@@ -1,9 +1,16 @@
-"""Reconcile (delete detection) speed and memory on a big company: real Azurite, the simulator
-over HTTPS in its own process. `python -m benchmarks.reconcile [--items 100000]`.
+"""Reconcile speed and memory on a big company: real Azurite, the simulator over HTTPS in its own
+process, ids in BC's SQL Server order. `python -m benchmarks.reconcile [--items 100000]
+[--pipeline-ids 1000000]`.
 
-The stored side is seeded in a child process (every BC item plus `--deleted` records BC does
-not have), so this process's peak RSS is the reconcile's own. Prints figures; asserts nothing
-except that exactly the `--deleted` records were flagged."""
+End to end: the stored side is seeded in a child process (every BC item but `--missing`, plus
+`--deleted` records BC does not have), so this process's peak RSS is the reconcile's own; the
+run restores the missing ones and flags the deleted ones.
+
+`--pipeline-ids N` also measures what grows with the number of ids, at sizes the end-to-end run
+cannot reach on Azurite (it evaluates every range query by scanning the table): N BC-like
+sequential ids hashed into runs, spilled to and loaded from the scratch table in Azurite,
+merged, and N + `--deleted` stored keys checked against them; time per stage and peak memory
+(tracemalloc and RSS). Prints figures; asserts only that the counts are exact."""
 from __future__ import annotations
 
 import argparse
@@ -36,8 +43,9 @@ def _integration(app: object, company: str, integration_id: str) -> object:
     return integration
 
 
-def seed(company: str, integration_id: str, deleted: int) -> None:
-    """Child process: store a minimal record for every BC item id, and `deleted` more that BC lacks."""
+def seed(company: str, integration_id: str, deleted: int, missing: int) -> None:
+    """Child process: store a minimal record for every BC item id but `missing` of them, and
+    `deleted` more that BC lacks."""
     from shared.app import App
     from shared.keys import record_partition, record_row_key
     from shared.settings import load_settings
@@ -51,8 +59,13 @@ def seed(company: str, integration_id: str, deleted: int) -> None:
         return {"PartitionKey": record_partition(integration_id, key), "RowKey": key, "externalId": external_id,
                 "integrationId": integration_id, "userId": "bench-user", "syncStatus": "synced"}
 
+    skipped = 0
     for page in client.pages("items", select=["id"], orderby="id"):
-        failures = app.store.write("Products", [("upsert", row(r["id"])) for r in page.records])
+        ids = [r["id"] for r in page.records]
+        if skipped < missing:
+            take = min(missing - skipped, len(ids) // 2)
+            ids, skipped = ids[take:], skipped + take
+        failures = app.store.write("Products", [("upsert", row(i)) for i in ids])
         assert not failures, failures[:1]
     app.store.write("Products", [("upsert", row(str(uuid.uuid4()))) for _ in range(deleted)])
     client.close()
@@ -62,12 +75,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000, help="items in the generated company")
     parser.add_argument("--deleted", type=int, default=1000, help="stored records BC no longer has")
+    parser.add_argument("--missing", type=int, default=100, help="BC items not stored (restored by the reconcile)")
     parser.add_argument("--page-size", type=int, default=1000, help="BC_PAGE_SIZE")
+    parser.add_argument("--pipeline-ids", type=int, default=0, help="also measure the id pipeline alone at this many ids")
     args = parser.parse_args()
 
     started = time.perf_counter()
     sim = subprocess.Popen(
-        [sys.executable, "-m", "devtools.bcsim", "--bulk-items", str(args.items)],
+        [sys.executable, "-m", "devtools.bcsim", "--bulk-items", str(args.items), "--id-order", "sql"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     with AzuriteServer() as azurite:
@@ -91,11 +106,11 @@ def main() -> None:
         )
         integration_id = str(uuid.uuid4())
         started = time.perf_counter()
-        child = multiprocessing.get_context("spawn").Process(target=seed, args=(company, integration_id, args.deleted))
+        child = multiprocessing.get_context("spawn").Process(target=seed, args=(company, integration_id, args.deleted, args.missing))
         child.start()
         child.join()
         assert child.exitcode == 0, "seeding failed"
-        print(f"stored {args.items + args.deleted} records (in a child process) in {time.perf_counter() - started:.1f}s")
+        print(f"stored {args.items - args.missing + args.deleted} records (in a child process) in {time.perf_counter() - started:.1f}s")
 
         from shared.app import App
         from shared.runs.dispatch import RunRequest, start_run
@@ -111,12 +126,74 @@ def main() -> None:
         outcome = run_slice(app, started_run.integration, started_run.run, budget_seconds=3600)
         elapsed = time.perf_counter() - began
         progress = outcome.run.progress["products"]  # type: ignore[union-attr]
-        print(f"{'run':<12}{'seconds':>9}{'ids/s':>9}{'ids read':>10}{'flagged':>9}{'BC GETs':>9}{'RSS before MB':>15}{'peak RSS MB':>13}")
-        print(f"{'reconcile':<12}{elapsed:>9.2f}{progress.read / elapsed:>9.0f}{progress.read:>10}{progress.deleted:>9}"
+        print(f"{'run':<12}{'seconds':>9}{'ids/s':>9}{'ids read':>10}{'flagged':>9}{'restored':>9}{'BC GETs':>9}{'RSS before MB':>15}{'peak RSS MB':>13}")
+        print(f"{'reconcile':<12}{elapsed:>9.2f}{progress.read / elapsed:>9.0f}{progress.read:>10}{progress.deleted:>9}{progress.restored:>9}"
               f"{outcome.run.bcRequests:>9}{baseline:>15.0f}{rss_mb():>13.0f}")  # type: ignore[union-attr]
+        from shared.storage.records import LOOKUP_STATS
+
+        print(f"stored-record lookups: {LOOKUP_STATS.per_page():.1f} storage queries per BC page of ids")
+        completeness = (app.integrations.get("bench-user", integration_id).completeness or {})["products"]  # type: ignore[union-attr]
+        print(f"completeness: {completeness}")
         assert outcome.run.status == "succeeded" and progress.deleted == args.deleted, outcome.run  # type: ignore[union-attr]
+        assert progress.restored == args.missing and completeness["storedCount"] == completeness["bcCount"] == args.items
+        if args.pipeline_ids:
+            pipeline(app, args.pipeline_ids, args.deleted)
         sim.stdin.close()  # type: ignore[union-attr]
         sim.wait(timeout=10)
+
+
+def pipeline(app: object, count: int, deleted: int) -> None:
+    """The reconcile's id structures at `count` ids, through its own functions and Azurite."""
+    import random
+    import tracemalloc
+    from array import array
+
+    from shared.entities import ENTITY_TYPES
+    from shared.keys import record_row_key
+    from shared.sync import reconcile
+
+    rng = random.Random(5)
+    tail = f"{rng.getrandbits(16) | 0x8000:04x}-{rng.getrandbits(48):012x}"
+    start = rng.getrandbits(56) << 8
+
+    def bc_id(n: int) -> str:  # sequential as BC hands them out: the first byte changes fastest
+        b = (start + n).to_bytes(8, "little").hex()
+        return f"{b[0:8]}-{b[8:12]}-{b[12:16]}-{tail}"
+
+    class Sink:
+        keep_alive = staticmethod(lambda: None)
+
+    pass_ = reconcile.ReconcilePass.__new__(reconcile.ReconcilePass)  # only its id machinery is used
+    pass_.store, pass_.run_id = app.store, "bench"  # type: ignore[attr-defined]
+    pass_.scratch_partition = f"bench|{uuid.uuid4().hex[:8]}"
+    pass_.entity = ENTITY_TYPES["products"]
+    progress = reconcile.Progress()
+    began = time.perf_counter()
+    run = array("Q")
+    for n in range(count):
+        run.append(reconcile.id_hash(record_row_key(bc_id(n))))
+        if len(run) >= reconcile.CHECKPOINT_IDS:
+            pass_._spill(run, progress)
+            run = array("Q")
+    pass_._spill(run, progress)
+    hashed = time.perf_counter()
+    merged = pass_._load_runs(progress)
+    loaded = time.perf_counter()
+    present = sum(reconcile._contains(merged, reconcile.id_hash(record_row_key(bc_id(n)))) for n in range(count))
+    absent = sum(not reconcile._contains(merged, reconcile.id_hash(record_row_key(str(uuid.uuid4())))) for _ in range(deleted))
+    checked = time.perf_counter()
+    del merged
+    tracemalloc.start()  # the peak structure again, traced (tracing slows the timed run, so apart)
+    merged = pass_._load_runs(progress)
+    sum(reconcile._contains(merged, reconcile.id_hash(record_row_key(bc_id(n)))) for n in range(0, count, 97))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    pass_._clear_scratch()
+    print(f"id pipeline, {count:,} ids in {progress.runs} runs: hash + sort + spill {hashed - began:.1f}s, load + merge {loaded - hashed:.1f}s, "
+          f"{count + deleted:,} stored keys checked {checked - loaded:.1f}s; merged array {merged.itemsize * len(merged) / 1e6:.1f} MB, "
+          f"tracemalloc peak of load + merge + checks {peak / 1e6:.1f} MB ({peak / count:.1f} bytes per id), peak RSS {rss_mb():.0f} MB; "
+          f"BC requests for the ids at pages of 1,000: {-(-count // 1000):,}")
+    assert present == count and absent == deleted
 
 
 if __name__ == "__main__":

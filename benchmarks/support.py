@@ -43,12 +43,17 @@ class Simulator:
 
 
 @contextmanager
-def simulator(bulk_items: int = 0, *, module: str = "devtools.bcsim") -> Iterator[Simulator]:
+def simulator(bulk_items: int = 0, *, module: str = "devtools.bcsim", bulk_vendors: int = 0, id_order: str | None = None) -> Iterator[Simulator]:
     """`python -m devtools.bcsim --bulk-items N` in its own process, as BC would be: its CPU is
-    not charged to the measured process. It serves until its stdin closes."""
+    not charged to the measured process. It serves until its stdin closes. `id_order` "sql"
+    plays BC's order for GUIDs (SQL Server's uniqueidentifier order), "text" the other reading."""
     args = [sys.executable, "-m", module]
     if bulk_items:
         args += ["--bulk-items", str(bulk_items)]
+    if bulk_vendors:
+        args += ["--bulk-vendors", str(bulk_vendors)]
+    if id_order:
+        args += ["--id-order", id_order]
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

@@ -281,6 +281,23 @@ async function disconnect(id) {
 }
 
 // -- cards ---------------------------------------------------------------------------------------
+function companyLabel(integration) {
+  // The company's name once a test or a reconcile has read it; its id until then.
+  if (integration.companyName) return integration.companyName;
+  return integration.companyId ? `company ${integration.companyId}` : "company not selected";
+}
+
+function completenessLines(completeness) {
+  // What the last reconcile proved per type: "verified complete: 10,234 of 10,234 at ...".
+  const count = (n) => Number(n || 0).toLocaleString("en-US");
+  return Object.entries(completeness || {}).sort(([a], [b]) => a.localeCompare(b)).map(([type, c]) => {
+    const complete = c.storedCount === c.bcCount;
+    const text = `${type}: ${complete ? "verified complete" : "incomplete"}: ${count(c.storedCount)} of ${count(c.bcCount)} at ${when(c.verifiedAt)}`
+      + (c.deletedInBC ? ` (${count(c.deletedInBC)} deleted in BC)` : "");
+    return el("div", { class: "verified", "data-type": type, "data-complete": String(complete), text });
+  });
+}
+
 function card(integration) {
   const status = integration.status || "never_synced";
   const delegated = integration.authMode === "delegated";
@@ -292,6 +309,10 @@ function card(integration) {
       text: integration.nextSyncAt ? when(integration.nextSyncAt) : "not scheduled" }),
     el("dt", { text: "Every" }), el("dd", { text: `${integration.syncIntervalMinutes} minutes` }),
     el("dt", { text: "Data types" }), el("dd", { text: (integration.entities || []).join(", ") }));
+  const verified = completenessLines(integration.completeness);
+  if (verified.length) {
+    facts.append(el("dt", { text: "Completeness" }), el("dd", { class: "completeness" }, ...verified));
+  }
   if (error) {
     facts.append(el("dt", { text: "Last error" }),
       el("dd", { class: "last-error", text: `${error.code}: ${error.message} (${when(error.at)})` }));
@@ -311,7 +332,8 @@ function card(integration) {
       el("span", { class: "light", "data-status": status, title: status }),
       el("h2", { text: integration.name }),
       el("span", { class: "status-text", text: STATUS_TEXT[status] || status }),
-      el("span", { class: "meta", text: `${integration.environment} · company ${integration.companyId || "not selected"} · ${delegated ? "signed-in user" : "app credentials"}` })),
+      el("span", { class: "meta company", title: integration.companyId || "",
+        text: `${integration.environment} · ${companyLabel(integration)} · ${delegated ? "signed-in user" : "app credentials"}` })),
     facts, actions,
     el("div", { class: "progress", hidden: true }),
     el("div", { class: "charts" },

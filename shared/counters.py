@@ -47,7 +47,7 @@ class Counters:
     lines_deleted: int = 0
     stock_refreshed: int = 0
     deleted: int = 0  # reconcile: records newly flagged deletedInBC
-    restored: int = 0  # reconcile: flags removed because BC has the record again
+    restored: int = 0  # reconcile: ids BC has that were not stored, read by id and stored
     undeleted: int = 0  # reconcile: flagged earlier, BC has the record again
     resumed: bool = False
     error_records: list[dict[str, Any]] = field(default_factory=list)

@@ -104,6 +104,13 @@ INTEGRATION = {
         "nextSyncAt": NULLABLE_STRING, "createdAt": NULLABLE_STRING, "updatedAt": NULLABLE_STRING,
         "configVersion": {"type": "integer", "description": "bumped when the integration points elsewhere; runs of an older version stop"},
         "lastReconcileAt": NULLABLE_STRING,
+        "companyName": {"type": ["string", "null"], "description": "the company's display name, as the last test or reconcile read it"},
+        "completeness": {"type": ["object", "null"], "description": "per data type, what the last complete reconcile proved",
+                         "additionalProperties": {"type": "object", "required": ["bcCount", "storedCount", "deletedInBC", "verifiedAt"], "properties": {
+                             "bcCount": {"type": "integer", "description": "ids BC returned"},
+                             "storedCount": {"type": "integer", "description": "stored and not flagged deletedInBC; equals bcCount after a reconcile without failures"},
+                             "deletedInBC": {"type": "integer", "description": "stored records flagged deletedInBC"},
+                             "verifiedAt": {"type": "string"}}}},
         "hasClientSecret": {"type": "boolean"}, "hasWebhookSecret": {"type": "boolean"},
         "webhookSecret": {"type": "string", "description": "answered once, by the create or a PATCH that sets webhookUrl"},
         "statistics": {"type": "object"}, "syncInProgress": {"type": "boolean"},

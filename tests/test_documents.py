@@ -271,3 +271,35 @@ def test_openapi_lists_each_new_type_and_log_type(key: str) -> None:
     document = build()
     text = str(document)
     assert key in text and LOG_TYPES[key] in text
+def test_a_reconcile_flags_a_deleted_invoice_with_its_lines(api: Api, app: App, sim: BCSimulator) -> None:
+    store = sim.company()
+    integration = api.create_integration(sim, entities=["salesCreditMemos"])
+    sync(api, integration["id"])
+    gone = store.records("salesCreditMemos")[0]
+    store.delete("salesCreditMemos", gone["id"])
+    reply = sync(api, integration["id"], mode="reconcile")
+    assert reply.data["salesCreditMemos"]["deleted"] == 1
+    stored = rows(app, "SalesCreditMemos", integration["id"])[gone["id"]]
+    assert stored["deletedInBC"] is True
+    lines = [ln for ln in rows(app, "SalesCreditMemoLines", integration["id"]).values() if ln["documentExternalId"] == gone["id"]]
+    assert lines and all(ln.get("deletedInBC") is True for ln in lines), "never left as live lines"
+
+
+
+def test_a_reconcile_flags_a_posted_order_posted_and_a_deleted_one_deleted(api: Api, app: App, sim: BCSimulator) -> None:
+    store = sim.company()
+    integration = api.create_integration(sim, entities=["salesOrders", "salesInvoices"])
+    sync(api, integration["id"])
+    posted = _order_with_lines(sim)
+    deleted = _order_with_lines(sim, {posted["id"]})
+    invoice = store.post_sales_order(posted["id"])
+    store.delete("salesOrders", deleted["id"])
+    sim.advance(5)
+    sync(api, integration["id"], mode="delta")
+    reply = sync(api, integration["id"], mode="reconcile", entities=["salesOrders"])
+    assert reply.data["salesOrders"]["deleted"] == 2
+    order = _view(api, integration["id"], "salesOrders", posted["id"])
+    assert order["deletedReason"] == "posted" and order["invoiceExternalIds"] == [invoice["id"]]
+    assert order["lines"] and all(ln["deletedReason"] == "posted" for ln in order["lines"])
+    other = _view(api, integration["id"], "salesOrders", deleted["id"])
+    assert other["deletedReason"] == "deleted" and all(ln["deletedInBC"] is True for ln in other["lines"])

@@ -214,7 +214,8 @@ def test_a_record_that_comes_back_loses_its_flag(api: Api, app: App, sim: BCSimu
 
     company.sets["vendors"].put(company.sets["vendors"].gone[first["id"]])  # restored as it was
     back = api.sync(created["id"], {"mode": "reconcile"})
-    assert back.data["suppliers"]["restored"] == 1 and back.data["suppliers"].get("deleted", 0) == 0
+    assert back.data["suppliers"]["undeleted"] == 1 and back.data["suppliers"].get("deleted", 0) == 0
+    assert back.data["suppliers"].get("restored", 0) == 0  # it was stored all along: only its flag went
     row = _rows(app, "Suppliers", created["id"])[first["id"]]
     assert "deletedInBC" not in row and "deletedAt" not in row and row["name"] == first["displayName"]
 
@@ -227,8 +228,9 @@ def test_a_record_that_comes_back_loses_its_flag(api: Api, app: App, sim: BCSimu
 
 
 def test_a_paused_reconcile_continues_from_its_checkpoint(api: Api, app: App, sim: BCSimulator) -> None:
-    """A reconcile slice out of time stops after a page (checkpoint under products.reconcile);
-    the continuation finishes it with every deleted item flagged exactly once."""
+    """A reconcile slice out of time stops after a page (checkpoint under products.reconcile),
+    having flagged nothing yet (no flag before every BC id is read); the continuation finishes
+    it with every deleted item flagged exactly once."""
     created = api.create_integration(sim, entities=["products"])
     assert api.sync(created["id"]).status == 200
     items = sorted(i["id"] for i in sim.company().records("items"))
@@ -237,7 +239,8 @@ def test_a_paused_reconcile_continues_from_its_checkpoint(api: Api, app: App, si
         sim.company().delete("items", item)
     started = start_run(app, _stored(app, created["id"]), RunRequest(mode="reconcile"), enqueue=False)
     outcome = run_slice(app, started.integration, started.run, budget_seconds=0)
-    assert outcome.state == "continued" and outcome.run.progress["products"].deleted == 1
+    assert outcome.state == "continued" and outcome.run.progress["products"].deleted == 0
+    assert outcome.run.progress["products"].read == 100 and not _flagged(_rows(app, "Products", created["id"]))
     checkpoint = app.states.get(created["id"], "products.reconcile").checkpoint
     assert checkpoint is not None and "$skiptoken" in checkpoint.next_link
     assert [o.state for o in drain(app)] == ["finished"]
@@ -332,8 +335,10 @@ def test_a_failed_line_write_or_delete_leaves_the_order_for_the_next_run(storage
     removed_line = company.lines(orders[1]["id"])[0]
     company.update_order_line(orders[0]["id"], changed_line["id"], quantity=77)
     company.remove_order_line(orders[1]["id"], removed_line["id"])
-    storage.refuse("SalesOrderLines", changed_line["id"])
-    storage.refuse("SalesOrderLines", removed_line["id"])
+    from shared.keys import record_row_key
+
+    storage.refuse("SalesOrderLines", record_row_key(changed_line["id"]))  # in the line's RowKey
+    storage.refuse("SalesOrderLines", record_row_key(removed_line["id"]))
     clock.advance(1)  # this run's log entries sort after the first sync's
 
     first = api.sync(created["id"], {"mode": "delta"})
@@ -461,24 +466,24 @@ def test_a_paused_modified_since_run_continues_from_its_own_checkpoint(api: Api,
     assert app.states.get(created["id"], "products.since").checkpoint is None
 
 
-def test_reconcile_refuses_ids_out_of_key_order_and_flags_nothing(api: Api, app: App, sim: BCSimulator) -> None:
-    """Should BC ever sort ids unlike Table Storage sorts keys, the merge could not tell what is
-    missing: the type fails with bc_ids_unordered and no record is flagged."""
+def test_reconcile_takes_ids_in_any_order_without_a_false_flag(api: Api, app: App, sim: BCSimulator) -> None:
+    """BC's order is SQL Server's, but should ids come in another order (here the last first),
+    the reconcile neither stops (it did: 502 bc_ids_unordered) nor flags a record BC named."""
     created = api.create_integration(sim, entities=["suppliers"])
     assert api.sync(created["id"]).status == 200
     ids = sorted(v["id"] for v in sim.company().records("vendors"))
-    sim.faults.add(200, path_contains="$select=id", body={"value": [{"id": ids[-1]}, {"id": ids[0]}]})
+    sim.faults.add(200, path_contains="$select=id", body={"value": [{"id": i} for i in reversed(ids[1:])]})
     reply = api.sync(created["id"], {"mode": "reconcile"})
-    assert reply.status == 502 and reply.error["code"] == "bc_ids_unordered", reply.body
-    assert not _flagged(_rows(app, "Suppliers", created["id"]))
+    assert reply.status == 200 and reply.data["suppliers"]["deleted"] == 1, reply.body
+    assert _flagged(_rows(app, "Suppliers", created["id"])) == {ids[0]}
 
 
-def test_reconcile_sweeps_batches_of_pages_exactly(api: Api, app: App, sim: BCSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Sweeps over several BC pages at once (here 2 pages of 100 per sweep): ids at every page
-    and sweep boundary, deleted in BC, are flagged; no other record is."""
+def test_reconcile_checkpoints_runs_of_ids_exactly(api: Api, app: App, sim: BCSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids spilled in several sorted runs (here a run per ~150 ids over pages of 100): ids at
+    every page and run boundary, deleted in BC, are flagged; no other record is."""
     from shared.sync import reconcile
 
-    monkeypatch.setattr(reconcile, "SWEEP_KEYS", 150)
+    monkeypatch.setattr(reconcile, "CHECKPOINT_IDS", 150)
     created = api.create_integration(sim, entities=["products"])
     assert api.sync(created["id"]).status == 200
     items = sorted(i["id"] for i in sim.company().records("items"))

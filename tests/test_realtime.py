@@ -14,7 +14,7 @@ import pytest
 from devtools.bcsim import DEMO_COMPANY_ID, BCSimulator
 from devtools.funchost import FunctionHost
 from shared.app import App, use_app
-from shared.keys import encode_key, record_partition
+from shared.keys import record_partition, record_row_key
 from shared.runs.dispatch import RunRequest, start_run
 from shared.runs.slices import run_slice
 from shared.settings import load_settings
@@ -68,7 +68,7 @@ def _item(sub: Any, change: str = "updated", *, resource: str | None = None, cli
 
 
 def _record(app: App, table: str, integration_id: str, external_id: str) -> dict[str, Any]:
-    key = encode_key(external_id)
+    key = record_row_key(external_id)
     return dict(app.store.table(table).get_entity(record_partition(integration_id, key), key))
 
 

@@ -19,7 +19,7 @@ from devtools.bcsim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_COMPANY_ID, 
 from shared.api.timer import run_scheduled
 from shared.app import App
 from shared.clock import parse_iso, to_iso
-from shared.keys import encode_key, record_partition
+from shared.keys import record_partition, record_row_key
 from shared.storage.integrations import Integration
 from shared.storage.leases import LeaseLost
 from shared.storage.logs import inverted_time_key
@@ -190,7 +190,7 @@ def test_a_late_commit_inside_the_look_back_window_is_picked_up_once(api: Api, a
     sent = _requests_to(sim, "vendors")[0].query["$filter"]
     assert sent.startswith("lastModifiedDateTime gt ")
     assert parse_iso(sent.split(" gt ")[1]) == parse_iso(watermark) - timedelta(minutes=10)
-    row = app.store.table("Suppliers").get_entity(record_partition(integration["id"], encode_key(late["id"])), encode_key(late["id"]))
+    row = app.store.table("Suppliers").get_entity(record_partition(integration["id"], record_row_key(late["id"])), record_row_key(late["id"]))
     assert row["name"] == "Late"
 
     again = api.sync(integration["id"], {"mode": "delta"})

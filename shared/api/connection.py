@@ -15,6 +15,7 @@ from shared.http import Request, ok
 from shared.models import CompanyDiscovery, validate
 from shared.storage.integrations import Integration
 from shared.storage.ratelimits import check_discovery
+from shared.sync.completeness import remember_company_name
 
 #: The named counts of the first data types (kept for callers); every type is in `counts`.
 COUNT_NAMES = {"suppliers": "vendorCount", "products": "itemCount", "customers": "customerCount", "salesOrders": "salesOrderCount", "ledgerEntries": "ledgerEntryCount"}
@@ -34,6 +35,7 @@ def test_connection(request: Request) -> func.HttpResponse:
         _record(request, integration, error)
         raise
     _record(request, integration, None)
+    remember_company_name(app, integration, {"displayName": data.get("company")})
     return ok(data)
 
 

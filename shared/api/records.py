@@ -11,8 +11,8 @@ from shared.api.integrations import load
 from shared.entities import ENTITY_TYPES, EntityType
 from shared.errors import NotFound, RecordError, ServiceError, ValidationError
 from shared.http import Request, ok, respond
-from shared.keys import RECORD_PARTITIONS, record_partitions, record_row_key
-from shared.storage.changes import CHANGE_PREFIX, ChangeScanner, ChangesPruned, Position
+from shared.keys import RECORD_PARTITIONS, legacy_row_key, record_partitions, record_row_key
+from shared.storage.changes import CHANGE_PREFIX, ChangeScanner, ChangesPruned, Position, stamp
 from shared.storage.platform import ListPosition, PlatformRecords
 
 MAX_ROW_KEY = 2048
@@ -37,6 +37,9 @@ def records(request: Request) -> func.HttpResponse:
         except RecordError:
             raise NotFound("No record with this externalId") from None
         found = store.get(row_key)
+        legacy = legacy_row_key(external_id)
+        if found is None and legacy != row_key:  # not moved to its current key yet (shared/sync/rekey.py)
+            found = store.get(legacy)
         if found is None:
             raise NotFound("No record with this externalId")
         return ok(found.view)

@@ -22,8 +22,10 @@ from shared.realtime.byid import read_notified
 from shared.storage.integrations import Integration
 from shared.storage.leases import Lease, LeaseLost
 from shared.counters import Counters
+from shared.sync.completeness import record_completeness
 from shared.sync.engine import PassOptions, Paused, TypeSync
 from shared.sync.reconcile import ReconcilePass
+from shared.sync.rekey import KeyMigration
 from shared.sync.window import RECONCILE
 
 log = logging.getLogger(__name__)
@@ -186,8 +188,9 @@ def _sync_type(app: App, integration: Integration, run: Run, key: str, client: A
         run_id=run.runId,
     )
     sync: Any
-    if run.mode == RECONCILE:  # ids only, flags what BC no longer has (shared/sync/reconcile.py)
-        sync = ReconcilePass(**common)
+    if run.mode == RECONCILE:  # ids; restores what storage lacks, flags what BC no longer has (shared/sync/reconcile.py)
+        sync = ReconcilePass(**common, user_id=integration.userId, custom_fields=(integration.fieldMappings or {}).get(key),
+                             on_complete=lambda data_type, data: record_completeness(app, integration, run.configVersion, data_type, data, client.get_company))
     else:
         sync = TypeSync(**common, user_id=integration.userId, custom_fields=(integration.fieldMappings or {}).get(key))
     options = PassOptions(
@@ -199,6 +202,10 @@ def _sync_type(app: App, integration: Integration, run: Run, key: str, client: A
         on_page=_ProgressWriter(app, run, key, base).write,
     )
     try:
+        # Records still under their legacy keys move first (shared/sync/rekey.py): the pass's
+        # range lookups only see the current layout.
+        if not KeyMigration(**{k: common[k] for k in ("entity", "store", "states", "clock", "integration_id")}).run(deadline=deadline, keep_alive=options.keep_alive):
+            raise Paused(f"{key}: time budget reached while moving records to their current keys")
         if isinstance(sync, TypeSync):  # records a notification named, read by id first (issue 16)
             read_notified(sync, options)
         return key, sync.run(options), None, False

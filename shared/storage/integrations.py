@@ -15,7 +15,7 @@ from shared.storage.schedule import ScheduleIndex, schedule_key
 from shared.storage.tables import TableStore
 
 TABLE = "Integrations"
-_JSON_FIELDS = ("entities", "fieldMappings", "lastError", "lastRun", "realtimeFollowUp", "realtimeReconcile")
+_JSON_FIELDS = ("entities", "fieldMappings", "lastError", "lastRun", "realtimeFollowUp", "realtimeReconcile", "completeness")
 
 
 @dataclass
@@ -51,6 +51,9 @@ class Integration:
     realtime: bool = False  # BC webhooks on (design.md §10); subscriptions live in shared/storage/subscriptions.py
     realtimeFollowUp: list[str] | None = None  # types notified while a run was past them: the next delta's
     realtimeReconcile: list[str] | None = None  # types a `collection` notification owes a reconcile (after the deltas)
+    companyName: str | None = None  # the company's display name, as the last test or sync read it
+    #: per type, what the last complete reconcile proved (shared/sync/completeness.py)
+    completeness: dict[str, dict[str, Any]] | None = None
 
     @staticmethod
     def new_id() -> str:

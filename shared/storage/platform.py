@@ -13,7 +13,8 @@ from azure.data.tables import EntityProperty
 
 from shared.clock import to_iso
 from shared.entities import EntityType, lineages_into
-from shared.keys import children_range, record_partition, record_partitions
+from shared.errors import RecordError
+from shared.keys import children_range, current_row_key, record_partition, record_partitions, record_row_key
 from shared.storage.changes import RECORDS_END
 from shared.storage.tables import TableStore
 from shared.sync.lineage import links_of
@@ -93,11 +94,15 @@ class PlatformRecords:
                 return None
 
         keys = list(dict.fromkeys(row_keys))
-        rows = [row for row in self._store.map(read, keys) if row is not None]
-        return {
-            str(row["RowKey"]): StoredRecord(view_row, row.get("changeKey"))
-            for row, view_row in zip(rows, self.with_lines(rows))
-        }
+        rows = {key: row for key, row in zip(keys, self._store.map(read, keys)) if row is not None}
+        # A key of the legacy layout (a change row written before shared/sync/rekey.py moved
+        # the record) that is gone is read under the record's current key, answered as asked.
+        moved = {key: current for key in keys if key not in rows and (current := current_row_key(key)) not in (None, key)}
+        for key, row in zip(moved, self._store.map(read, list(moved.values()))):
+            if row is not None:
+                rows[key] = row
+        views = self.with_lines(list(rows.values()))
+        return {key: StoredRecord(view_row, row.get("changeKey")) for (key, row), view_row in zip(rows.items(), views)}
 
     def _with_documents(self, rows: list[dict[str, Any]], views: list[dict[str, Any]]) -> None:
         """A document others are made from lists them (a sales order's `invoiceExternalIds`,
@@ -119,11 +124,13 @@ class PlatformRecords:
         lines_table = self._store.table(declared.type.table)
 
         def lines(row: dict[str, Any]) -> list[dict[str, Any]]:
-            low, high = children_range(str(row["RowKey"]))
-            found = lines_table.query_entities(
-                "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-                parameters={"pk": row["PartitionKey"], "low": low, "high": high},
-            )
+            found: list[dict[str, Any]] = []
+            for parent_key in _parent_keys(row):  # two only while an order moves to its current key
+                low, high = children_range(parent_key)
+                found.extend(lines_table.query_entities(
+                    "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                    parameters={"pk": row["PartitionKey"], "low": low, "high": high},
+                ))
             ordered = sorted(found, key=lambda line: (_sequence(line), str(line["RowKey"])))
             return [view(line) for line in ordered]
 
@@ -138,6 +145,18 @@ def _documents_of(store: TableStore, integration_id: str, entity: EntityType, ro
         lineage.backlink: sorted({str(link["documentExternalId"]) for link in links if link.get("documentType") == document.key})
         for document, lineage in lineages_into(entity.key)
     }
+
+
+def _parent_keys(row: dict[str, Any]) -> list[str]:
+    """The keys an order's lines may sit under: its own, and its current key when the order
+    itself still has a legacy key (its lines move first, shared/sync/rekey.py)."""
+    key = str(row["RowKey"])
+    external_id = row.get("externalId")
+    try:
+        current = record_row_key(external_id) if isinstance(external_id, str) else key
+    except RecordError:
+        current = key
+    return [key] if current == key else [key, current]
 
 
 def _sequence(line: dict[str, Any]) -> int:

@@ -1,6 +1,7 @@
 """Platform records (suppliers, products, ...): what is stored now, and batched writes."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -10,7 +11,7 @@ from shared.storage.tables import TableStore, WriteFailure
 
 #: Properties read back to decide created / updated / unchanged without loading whole records.
 INDEX_FIELDS = ["RowKey", "contentHash", "syncStatus", "platformModifiedAt", "lastSyncedAt", "deletedInBC"]
-RANGE_MIN_KEYS = 50  # below this, point reads cost less than range queries over every partition
+RANGE_MIN_KEYS = 20  # below this (a small delta), point reads cost less than a range query per partition
 
 
 @dataclass(frozen=True)
@@ -32,18 +33,56 @@ class Existing:
         )
 
 
+@dataclass
+class LookupStats:
+    """Storage queries spent on stored-record lookups (range queries, their extra server pages,
+    point reads) per BC page: the benchmarks print them (issue 16: a few per page, not one per
+    record). Process-wide and thread-safe; `reset` between measurements."""
+
+    pages: int = 0
+    range_queries: int = 0
+    point_reads: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def add(self, pages: int = 0, range_queries: int = 0, point_reads: int = 0) -> None:
+        with self._lock:
+            self.pages += pages
+            self.range_queries += range_queries
+            self.point_reads += point_reads
+
+    @property
+    def queries(self) -> int:
+        return self.range_queries + self.point_reads
+
+    def per_page(self) -> float:
+        return self.queries / self.pages if self.pages else 0.0
+
+    def reset(self) -> None:
+        with self._lock:
+            self.pages = self.range_queries = self.point_reads = 0
+
+
+LOOKUP_STATS = LookupStats()
+
+
 class StoredLookup:
     """Answers "what do we hold for these row keys?" one page at a time, so memory never grows
     with the company (design.md §7).
 
-    A page that BC returned in key order ($orderby=id) is a contiguous key range: one projected
-    range query per partition reads it. A page in any other order, or a range that turns out to
-    hold far more than the page (a sparse delta), falls back to parallel point reads."""
+    RowKeys sort as BC sorts ids (shared/keys.py), so a page of BC records is one contiguous key
+    range in every partition, whatever order the page's records came in: one projected range
+    query per partition, bounded by the page's smallest and largest key there, reads it. A range
+    that turns out to hold far more rows than the page asks for (a sparse delta, or ids BC sent
+    in another order, so the page is scattered over the key space) falls back to parallel point
+    reads for that partition. `queries` counts what it cost (also into LOOKUP_STATS)."""
 
     def __init__(self, store: TableStore, table: str, partition_of: Callable[[str], str]) -> None:
         self._store = store
         self._table = table
         self._partition_of = partition_of
+        self.stats = LookupStats()
 
     def lookup(self, row_keys: Iterable[str]) -> dict[str, Existing]:
         keys = list(dict.fromkeys(row_keys))
@@ -52,21 +91,27 @@ class StoredLookup:
         by_partition: dict[str, list[str]] = {}
         for key in keys:
             by_partition.setdefault(self._partition_of(key), []).append(key)
-        ordered = len(keys) >= RANGE_MIN_KEYS and keys == sorted(keys)
-        jobs = list(by_partition.items())
+        ranged = len(keys) >= RANGE_MIN_KEYS
+        jobs = [(partition, sorted(part)) for partition, part in by_partition.items()]
         found: dict[str, Existing] = {}
-        for part in self._store.map(lambda job: self._read_partition(job[0], job[1], ordered), jobs):
+        for part in self._store.map(lambda job: self._read_partition(job[0], job[1], ranged), jobs):
             found.update(part)
+        self._count(pages=1)
         return found
 
-    def _read_partition(self, partition: str, keys: list[str], ordered: bool) -> dict[str, Existing]:
-        if ordered:
-            ranged = self._range(partition, keys)
-            if ranged is not None:
-                return ranged
+    def _count(self, **counts: int) -> None:
+        self.stats.add(**counts)
+        LOOKUP_STATS.add(**counts)
+
+    def _read_partition(self, partition: str, keys: list[str], ranged: bool) -> dict[str, Existing]:
+        if ranged and len(keys) > 1:
+            found = self._range(partition, keys)
+            if found is not None:
+                return found
         client = self._store.table(self._table)
-        found: dict[str, Existing] = {}
+        found = {}
         for key in keys:
+            self._count(point_reads=1)
             try:
                 found[key] = Existing.from_entity(client.get_entity(partition, key, select=INDEX_FIELDS))
             except ResourceNotFoundError:
@@ -74,21 +119,26 @@ class StoredLookup:
         return found
 
     def _range(self, partition: str, keys: list[str]) -> dict[str, Existing] | None:
-        """The keys' range in one query, or None when it holds many more rows than asked for."""
+        """The sorted keys' range in one query, or None when it holds many more rows than asked
+        for (then the first server page already says so: it is asked for just past the limit)."""
         wanted = set(keys)
         limit = 2 * len(keys) + 50
-        rows = self._store.query(
-            self._table,
+        pages = self._store.table(self._table).query_entities(
             "PartitionKey eq @pk and RowKey ge @low and RowKey le @high",
             parameters={"pk": partition, "low": keys[0], "high": keys[-1]},
             select=INDEX_FIELDS,
-        )
+            results_per_page=min(1000, limit + 1),
+        ).by_page()
         found: dict[str, Existing] = {}
-        for count, row in enumerate(rows, start=1):
-            if count > limit:
-                return None
-            if row["RowKey"] in wanted:
-                found[row["RowKey"]] = Existing.from_entity(row)
+        count = 0
+        for page in pages:
+            self._count(range_queries=1)
+            for row in page:
+                count += 1
+                if count > limit:
+                    return None
+                if row["RowKey"] in wanted:
+                    found[row["RowKey"]] = Existing.from_entity(row)
         return found
 
 
