@@ -12,7 +12,7 @@ from shared.entities import ENTITY_TYPES, EntityType
 from shared.errors import NotFound, RecordError, ServiceError, ValidationError
 from shared.http import Request, ok, respond
 from shared.keys import RECORD_PARTITIONS, legacy_row_key, record_partitions, record_row_key
-from shared.storage.changes import CHANGE_PREFIX, ChangeScanner, ChangesPruned, Position, stamp
+from shared.storage.changes import CHANGE_PREFIX, ChangeScanner, ChangesPruned, Position
 from shared.storage.platform import ListPosition, PlatformRecords
 
 MAX_ROW_KEY = 2048

@@ -32,8 +32,7 @@ def read_notified(sync: "TypeSync", options: "PassOptions") -> int:
 
     pending = PendingReads(sync.store)
     integration_id, data_type = sync.integration_id, sync.entity.key
-    select = sync.entity.select([m["source"] for m in sync.custom])
-    expand = sync.entity.child.navigation if sync.entity.child else None
+    select, expand = sync.select, sync.expand
     lookup = StoredLookup(sync.store, sync.entity.table, sync.partition_of)
     read, after = 0, None
     while True:

@@ -69,6 +69,8 @@ class TypeSync:
         self.lookup = StoredLookup(store, entity.table, self.rows.partition_of)
         self.select = entity.select([m["source"] for m in self.custom])
         self.behaviours: list[Behaviour] = declared_behaviours.build(entity, self._context())
+        #: the pass's `$expand` (a document's lines): by-id reads ask for the same
+        self.expand = ",".join(e for e in (b.expand() for b in self.behaviours) if e) or None
         self._map = MapStage(entity, self.rows, user_id=user_id, custom=self.custom)
         self._compare = CompareStage(self.lookup)
         self._write = WriteStage(entity, store, clock, self.rows, self.behaviours)
@@ -90,7 +92,7 @@ class TypeSync:
         state = loop.load()
         lower = window.lower_bound(state.watermark)
         kept = window.kept_watermark(state.watermark)
-        expand = ",".join(e for e in (b.expand() for b in self.behaviours) if e) or None
+        expand = self.expand
 
         def attempt(checkpoint: Checkpoint | None) -> PassPlan:
             self.result = Counters(resumed=checkpoint is not None)

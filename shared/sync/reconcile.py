@@ -36,14 +36,13 @@ import logging
 import sys
 from array import array
 from bisect import bisect_left
-from decimal import Decimal
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator
 
-from shared.bc.client import BCClient, odata_query
+from shared.bc.client import BCClient
 from shared.clock import Clock, to_iso
 from shared.entities import EntityType
-from shared.errors import BCError, RecordError
+from shared.errors import RecordError
 from shared.keys import encode_key, record_partition, record_partitions, record_row_key
 from shared.storage.changes import RECORDS_END, is_change_row, tracked
 from shared.storage.records import RecordWriter, StoredLookup
@@ -231,22 +230,7 @@ class ReconcilePass:
 
     def _read_one(self, external_id: str) -> dict[str, Any] | None:
         """GET {entitySet}({id}) with the pass's $select/$expand; None if BC no longer has it."""
-        query = odata_query({
-            "$select": ",".join(self.entity.select([m["source"] for m in self.custom])),
-            "$expand": self.entity.child.navigation if self.entity.child else None,
-        })
-        url = f"{self.client.company_url}/{self.entity.entity_set}({external_id})?{query}"
-        try:
-            response = self.client.request("GET", url, step="read", headers={"Accept": "application/json", "Data-Access-Intent": "ReadOnly"})
-        except BCError as error:
-            if error.http_status == 404:
-                return None  # deleted since its id was listed
-            raise
-        try:
-            body = json.loads(response.content, parse_float=Decimal)  # money stays exact, as in pages
-        except ValueError:
-            raise BCError(f"Business Central answered {self.entity.entity_set}({external_id}) with a body that is not JSON") from None
-        return body if isinstance(body, dict) else None
+        return self.client.get_record(self.entity.entity_set, external_id, select=self.writer.select, expand=self.writer.expand)
 
     # -- scratch runs ---------------------------------------------------------------------------
     def _spill(self, run: array, progress: Progress) -> None:
