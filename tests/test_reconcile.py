@@ -105,7 +105,7 @@ def test_a_bc_page_is_read_with_range_queries_whatever_the_order_within_it(order
 
         real = engine.TypeSync.process
 
-        def shuffled(self: Any, records: Any, lookup: Any) -> Any:
+        def shuffled(self: Any, records: Any, lookup: Any = None) -> Any:
             records = list(records)
             random.Random(3).shuffle(records)
             return real(self, records, lookup)
@@ -225,27 +225,16 @@ def test_a_paused_reconcile_resumes_and_restores_and_flags_exactly_once(api: Api
     assert list(app.store.query(reconcile.SCRATCH_TABLE, "PartitionKey ne @x", parameters={"x": ""})) == []
 
 
-def test_a_flag_hook_sees_the_flags_before_they_are_written(api: Api, app: App, sim: BCSimulator) -> None:
-    """The hook for documents (engine: lines, deletedReason) may add properties to the flags."""
-    from shared.sync import reconcile
-
-    seen: list[str] = []
-
-    def hook(context: reconcile.FlagContext, flags: list[dict[str, Any]]) -> None:
-        for flag in flags:
-            seen.append(flag["externalId"])
-            flag["deletedReason"] = "deleted"
-
-    reconcile.register_flag_hook("suppliers", hook)
-    try:
-        created = api.create_integration(sim, entities=["suppliers"])
-        assert api.sync(created["id"]).status == 200
-        gone = sim.company().records("vendors")[4]["id"]
-        sim.company().delete("vendors", gone)
-        assert api.sync(created["id"], {"mode": "reconcile"}).data["suppliers"]["deleted"] == 1
-    finally:
-        reconcile._FLAG_HOOKS.pop("suppliers", None)  # noqa: SLF001
-    assert seen == [gone] and by_id(app, "Suppliers", created["id"])[gone]["deletedReason"] == "deleted"
+def test_a_record_reconcile_flags_says_why_it_left(api: Api, app: App, sim: BCSimulator) -> None:
+    """Every flag carries `deletedReason` (shared/sync/flags.py): "deleted" for a vendor that
+    no synced document names (a posted sales order would say "posted": tests/test_documents.py)."""
+    created = api.create_integration(sim, entities=["suppliers"])
+    assert api.sync(created["id"]).status == 200
+    gone = sim.company().records("vendors")[4]["id"]
+    sim.company().delete("vendors", gone)
+    assert api.sync(created["id"], {"mode": "reconcile"}).data["suppliers"]["deleted"] == 1
+    stored = by_id(app, "Suppliers", created["id"])[gone]
+    assert stored["deletedInBC"] is True and stored["deletedReason"] == "deleted"
 
 
 # -- legacy keys -----------------------------------------------------------------------------------

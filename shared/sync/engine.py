@@ -93,9 +93,11 @@ class TypeSync:
         lower = window.lower_bound(state.watermark)
         kept = window.kept_watermark(state.watermark)
         expand = self.expand
+        carried = self.result  # what this slice already did for the type (records read by id first)
 
         def attempt(checkpoint: Checkpoint | None) -> PassPlan:
             self.result = Counters(resumed=checkpoint is not None)
+            self.result.add(carried)
             started_at = checkpoint.started_at if checkpoint else to_iso(self.clock.now())
             pass_lower = checkpoint.lower_bound if checkpoint else (to_iso(lower) if lower else None)
             position = Position(pass_lower, started_at, checkpoint.max_seen if checkpoint else None)

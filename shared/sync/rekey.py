@@ -132,7 +132,7 @@ class KeyMigration:
         return None if new == key else new
 
     def _move(self, pairs: list[tuple[dict[str, Any], str]]) -> None:
-        if self.entity.child is not None:
+        if self.entity.lines is not None:
             for row, new in pairs:
                 self._move_lines(row, new)
         self._move_rows(self.entity.table, [(row, self._target(row, new)) for row, new in pairs])
@@ -143,9 +143,9 @@ class KeyMigration:
         return {**dict(row), "PartitionKey": partition, "RowKey": new_key}
 
     def _move_lines(self, parent: dict[str, Any], new_parent_key: str) -> None:
-        assert self.entity.child is not None
+        assert self.entity.lines is not None
         low, high = children_range(str(parent["RowKey"]))
-        lines = list(self.store.query(self.entity.child.table, "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+        lines = list(self.store.query(self.entity.lines.type.table, "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
                                       parameters={"pk": parent["PartitionKey"], "low": low, "high": high}))
         partition = record_partition(self.integration_id, new_parent_key)
         moves = []
@@ -155,7 +155,7 @@ class KeyMigration:
                 continue
             moves.append((line, self._target(line, child_row_key(new_parent_key, own), partition)))
         for start in range(0, len(moves), MOVES_PER_TRANSACTION):
-            self._move_rows(self.entity.child.table, moves[start : start + MOVES_PER_TRANSACTION])
+            self._move_rows(self.entity.lines.type.table, moves[start : start + MOVES_PER_TRANSACTION])
         self.result.lines_moved += len(moves)
 
     def _move_rows(self, table: str, moves: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
