@@ -203,7 +203,9 @@ class FunctionHost:
     def start(self) -> FunctionHost:
         if self._server is None:
             server = self._bind()
-            self._thread = threading.Thread(target=server.serve_forever, name="funchost", daemon=True)
+            # 50 ms: stop() waits for the serving loop's next poll, and tests start and stop many hosts
+            self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name="funchost", daemon=True)
             self._thread.start()
             if self.serve_queues:
                 self.start_queues()
