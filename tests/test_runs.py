@@ -71,12 +71,18 @@ def test_an_async_sync_answers_202_and_its_run_shows_progress_until_it_succeeds(
 
     clock.advance(1)  # run ids sort by their creation time
     second = api.post(f"integrations/{integration['id']}/dynamics/sync", {"mode": "delta"}, headers=ASYNC).data["runId"]
-    drain(app)
+    [outcome] = drain(app)
+    assert outcome.state == "finished" and outcome.run.runId == second and outcome.run.status == "succeeded"
     listed = api.get(f"integrations/{integration['id']}/sync-runs").body
     assert [r["runId"] for r in listed["data"]] == [second, run_id]  # newest first
+    assert [r["status"] for r in listed["data"]] == ["succeeded", "succeeded"]
+    delta = listed["data"][0]["counts"]
+    assert {t: (delta[t]["created"], delta[t]["updated"]) for t in ("suppliers", "products")} == {"suppliers": (0, 0), "products": (0, 0)}
     assert listed["continuationToken"] is None
     paged = api.get(f"integrations/{integration['id']}/sync-runs", params={"top": 1})
     assert [r["runId"] for r in paged.data] == [second] and paged.body["continuationToken"]
+    rest = api.get(f"integrations/{integration['id']}/sync-runs", params={"top": 1, "continuationToken": paged.body["continuationToken"]})
+    assert [r["runId"] for r in rest.data] == [run_id]
 
 
 def test_runs_of_someone_else_or_unknown_answer_404(api: Api, app: App, sim: BCSimulator) -> None:
@@ -166,8 +172,9 @@ def test_a_message_that_keeps_failing_is_poisoned_and_never_blocks_the_others(ap
     api.as_user("user-2").post(f"integrations/{healthy['id']}/dynamics/sync", None, headers=ASYNC)
     # State only a bug or a damaged row produces: the lease row of the broken integration is unreadable.
     app.store.table("SyncLeases").upsert_entity({"PartitionKey": "lease", "RowKey": broken["id"], "runId": "x", "expiresAt": "not a time"})
-    outcomes = drain(app)
+    outcomes = drain(app, failures=True)
     assert outcomes.count("retried") == app.settings.max_dequeue_count - 1 and outcomes.count("poisoned") == 1
+    assert len(drain.errors) == app.settings.max_dequeue_count  # type: ignore[attr-defined]
     assert [o.run.integrationId for o in outcomes if hasattr(o, "run")] == [healthy["id"]]
     shown = api.get(f"integrations/{broken['id']}").data
     assert shown["status"] == "error" and shown["lastError"]["code"] == "run_failed" and shown["syncInProgress"] is False
