@@ -22,6 +22,15 @@ BOOTSTRAP_HINT = "run scripts/bootstrap.sh to install Node.js dependencies (Azur
 _live: set[AzuriteServer] = set()
 
 
+def node_binary() -> str | None:
+    """The Node 22 scripts/bootstrap.sh put in .tools/node when the node on PATH is older (Azurite
+    3.37 asks for 22), else the node on PATH."""
+    for candidate in sorted(REPO_ROOT.glob(".tools/node/node_modules/node-linux-*/bin/node")):
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which("node")
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -87,7 +96,7 @@ class AzuriteServer:
 
     def _spawn(self, main: Path) -> None:
         """Launch node on a port free a moment ago (a port taken in between is retried by _wait_ready)."""
-        node = shutil.which("node")
+        node = node_binary()
         if node is None:
             raise RuntimeError(f"Azurite needs Node.js, but 'node' is not on PATH: {BOOTSTRAP_HINT}")
         if not main.is_file():
