@@ -18,6 +18,12 @@ from shared.settings import load_settings
 from tests.support import Api, FakeClock
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `long` first (the order is otherwise kept): under pytest-xdist the other worker
+    works off the short ones meanwhile, instead of one worker starting the long one at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[AzuriteServer]:
     with AzuriteServer() as server:

@@ -56,6 +56,7 @@ def test_the_document_is_served_and_covers_every_http_function(api: Api) -> None
             assert any((method, form) in documented for method in spec.methods), (spec.name, form)
 
 
+@pytest.mark.long
 @pytest.mark.timeout(900)
 def test_schemathesis_finds_no_server_error_and_every_response_matches(
     api: Api, app: App, sim: BCSimulator, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
