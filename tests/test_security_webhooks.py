@@ -8,7 +8,7 @@ import threading
 import uuid
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -119,11 +119,13 @@ def test_one_bad_delivery_never_stops_the_others_or_housekeeping(
         app.deliveries.create(integration_id=integration["id"], user_id="user-1", url=urls[name], event="sync.completed",
                               body=json.dumps({"event": "sync.completed", "integrationId": integration["id"]}), at=clock.now())
     for name, integration in made.items():  # not due for a sync: only the deliveries run
-        entity = app.store.table("Integrations").get_entity(_pk("user-1"), integration["id"])
-        entity["nextSyncAt"] = "2999-01-01T00:00:00Z"
-        if name == "badsecret":
-            entity["webhookSecretEnc"] = "v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-        app.store.table("Integrations").upsert_entity(entity, mode="replace")
+
+        def change(stored: Any, name: str = name) -> None:
+            stored.nextSyncAt = "2999-01-01T00:00:00Z"
+            if name == "badsecret":  # a ciphertext no key opens (what a lost key leaves behind)
+                stored.webhookSecretEnc = "v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+
+        assert app.integrations.update("user-1", integration["id"], change) is not None
     old = app.logs.add(integration_id=made["good"]["id"], run_id="run-old", entity_type="SUPPLIER", status="SUCCESS",
                        records_affected=1, metadata={}, created_at=clock.now() - timedelta(days=90))
     try:
@@ -187,12 +189,6 @@ def test_the_answer_is_read_bounded(api: Api, app: App, sim: BCSimulator) -> Non
         server.server_close()
         thread.join(5)
     assert sent[0] < huge // 4, sent  # read up to MAX_RESPONSE_BYTES, then closed (socket buffers hold a little more)
-
-
-def _pk(user: str) -> str:
-    from shared.keys import encode_key
-
-    return encode_key(user)
 
 
 def _body() -> dict[str, object]:
