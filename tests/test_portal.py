@@ -133,6 +133,11 @@ def test_the_page_shows_integrations_and_the_light_follows_sync_and_refused_cred
     assert run_result(browser, iid) == "succeeded"
     assert bars(browser, iid) == {"suppliers": "100", "products": "100"}
     wait_light(browser, iid, "connected")
+    # The run reads as finished a moment before its hourly statistics are written (shared/runs/finish.py):
+    # once the API counts it, the page drawn again shows it.
+    wait_for(browser, lambda b: owner.get(f"integrations/{iid}").data["statistics"]["last24h"]["runs"] == 1,
+             "the run's statistics")
+    open_page(browser, portal)
     shown = card(browser, iid)
     assert shown.find_element("css selector", ".last-sync").text != "never"
     assert shown.find_element("css selector", ".next-sync").text != "not scheduled"
@@ -147,6 +152,9 @@ def test_the_page_shows_integrations_and_the_light_follows_sync_and_refused_cred
     assert run_result(browser, iid) == "failed"
     wait_light(browser, iid, "auth_expired")
     assert "bc_auth_failed" in card(browser, iid).find_element("css selector", ".last-error").text
+    wait_for(browser, lambda b: owner.get(f"integrations/{iid}").data["statistics"]["last24h"]["runs"] == 2,
+             "the failed run's statistics")
+    open_page(browser, portal)
     day = card(browser, iid).find_element("css selector", '.chart[data-window="24h"]')
     assert "2 runs, 1 failed" in day.text and day.find_elements("css selector", "rect.fail")
 
