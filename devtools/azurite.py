@@ -22,6 +22,15 @@ BOOTSTRAP_HINT = "run scripts/bootstrap.sh to install Node.js dependencies (Azur
 _live: set[AzuriteServer] = set()
 
 
+def node_binary() -> str | None:
+    """The Node 22 scripts/bootstrap.sh put in .tools/node when the node on PATH is older (Azurite
+    3.37 asks for 22), else the node on PATH."""
+    for candidate in sorted(REPO_ROOT.glob(".tools/node/node_modules/node-linux-*/bin/node")):
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which("node")
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -33,7 +42,7 @@ class AzuriteServer:
     triggers read Storage Queues); node runs directly (not via npx) in its own session so
     stop() can kill the whole process group."""
 
-    def __init__(self, host: str = "127.0.0.1", timeout: float = 30.0, *, queues: bool = True,
+    def __init__(self, host: str = "127.0.0.1", timeout: float = 60.0, *, queues: bool = True,
                  oauth_cert: tuple[str, str] | None = None) -> None:
         """`oauth_cert` = (certificate PEM, key PEM): serve HTTPS and accept bearer tokens
         (`--oauth basic`: issuer, audience and lifetime checked, signature not), the way a
@@ -54,26 +63,48 @@ class AzuriteServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def _start_queue_service(self) -> None:
-        """A second node process for the Queue service (Azurite serves each from its own main)."""
-        if not QUEUE_MAIN.is_file():
-            raise RuntimeError(f"Azurite's queue service is not installed ({QUEUE_MAIN} is missing): {BOOTSTRAP_HINT}")
-        queue = AzuriteServer(self.host, self.timeout, queues=False)
-        queue._main = QUEUE_MAIN  # type: ignore[attr-defined]
-        queue.start()
-        self._queue = queue
-        self.queue_port = queue.port
-
     def start(self) -> AzuriteServer:
+        """Start the Table service and (unless queues=False) the Queue service side by side, and
+        wait until each says it listens."""
         if self.running:
             return self
-        node = shutil.which("node")
+        queue: AzuriteServer | None = None
+        try:
+            self._spawn(getattr(self, "_main", TABLE_MAIN))
+            if self._queues:
+                if not QUEUE_MAIN.is_file():
+                    raise RuntimeError(f"Azurite's queue service is not installed ({QUEUE_MAIN} is missing): {BOOTSTRAP_HINT}")
+                queue = self._queue = AzuriteServer(self.host, self.timeout, queues=False)
+                queue._main = QUEUE_MAIN  # type: ignore[attr-defined]
+                queue._spawn(QUEUE_MAIN)  # both node processes start at once: startup is most of the wait
+            self._wait_ready()
+            if queue is not None:
+                queue._wait_ready()
+                self.queue_port = queue.port
+        except BaseException:
+            self.stop()
+            raise
+        scheme = "https" if self.oauth_cert else "http"
+        self.account_url = f"{scheme}://{self.host}:{self.port}/devstoreaccount1"
+        self.connection_string = (
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+            f"AccountKey={ACCOUNT_KEY};TableEndpoint=http://{self.host}:{self.port}/devstoreaccount1;"
+        )
+        if self.queue_port:
+            self.connection_string += f"QueueEndpoint=http://{self.host}:{self.queue_port}/devstoreaccount1;"
+        return self
+
+    def _spawn(self, main: Path) -> None:
+        """Launch node on a port free a moment ago (a port taken in between is retried by _wait_ready)."""
+        node = node_binary()
         if node is None:
             raise RuntimeError(f"Azurite needs Node.js, but 'node' is not on PATH: {BOOTSTRAP_HINT}")
-        main = getattr(self, "_main", TABLE_MAIN)
         if not main.is_file():
             raise RuntimeError(f"Azurite is not installed ({main} is missing): {BOOTSTRAP_HINT}")
+        self._main = main  # type: ignore[attr-defined]
         self.port = _free_port(self.host)
+        if self._log is not None:
+            self._log.close()
         self._log = tempfile.TemporaryFile()
         service = "queue" if main == QUEUE_MAIN else "table"
         args = [node, str(main), f"--{service}Host", self.host, f"--{service}Port", str(self.port),
@@ -89,48 +120,49 @@ class AzuriteServer:
             stderr=subprocess.STDOUT, start_new_session=True,
         )
         _live.add(self)
-        try:
-            self._wait_ready()
-            if self._queues:
-                self._start_queue_service()
-        except BaseException:
-            self.stop()
-            raise
-        scheme = "https" if self.oauth_cert else "http"
-        self.account_url = f"{scheme}://{self.host}:{self.port}/devstoreaccount1"
-        self.connection_string = (
-            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-            f"AccountKey={ACCOUNT_KEY};TableEndpoint=http://{self.host}:{self.port}/devstoreaccount1;"
-        )
-        if self.queue_port:
-            self.connection_string += f"QueueEndpoint=http://{self.host}:{self.queue_port}/devstoreaccount1;"
-        return self
 
-    def _wait_ready(self) -> None:
-        """Poll the TCP port: Azurite prints nothing useful in --silent mode."""
+    def _wait_ready(self, attempts: int = 5) -> None:
+        """Wait for Azurite's own "successfully started/listens" line: a TCP connect could
+        reach another process that took the port between _free_port and node's listen (parallel
+        test workers, other Azurites). When that happens node exits with EADDRINUSE: start again
+        on another port."""
         assert self._proc is not None and self.port is not None
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
+            if self._says_listening():
+                return
             if self._proc.poll() is not None:
+                if "EADDRINUSE" in self._log_text() and attempts > 1:
+                    attempts -= 1
+                    self._spawn(self._main)  # type: ignore[attr-defined]
+                    deadline = time.monotonic() + self.timeout
+                    continue
                 raise RuntimeError(
                     f"Azurite exited with code {self._proc.returncode} before listening; if node or "
                     f"Azurite is missing, {BOOTSTRAP_HINT}.\n{self._log_tail()}"
                 )
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
+            time.sleep(0.05)
         raise RuntimeError(
             f"Azurite did not listen on {self.host}:{self.port} within {self.timeout:.0f}s."
             f"\n{self._log_tail()}"
         )
 
-    def _log_tail(self, lines: int = 20) -> str:
+    def _says_listening(self) -> bool:
+        """Table: "successfully started on 127.0.0.1:port"; Queue: "successfully listens on http://127.0.0.1:port"."""
+        address = f"{self.host}:{self.port}"
+        return any(("successfully started on" in line or "successfully listens on" in line) and line.rstrip().endswith(address)
+                   for line in self._log_text().splitlines())
+
+    def _log_text(self) -> str:
         if self._log is None:
             return ""
         self._log.seek(0)
-        text = self._log.read().decode("utf-8", "replace").splitlines()
+        return self._log.read().decode("utf-8", "replace")
+
+    def _log_tail(self, lines: int = 20) -> str:
+        if self._log is None:
+            return ""
+        text = self._log_text().splitlines()
         return "Azurite log tail:\n" + "\n".join(text[-lines:]) if text else "(Azurite log is empty)"
 
     def stop(self) -> None:

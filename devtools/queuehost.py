@@ -27,12 +27,18 @@ logger = logging.getLogger("devtools.queuehost")
 _SETTING = re.compile(r"%([^%]+)%")
 
 
+#: The longest wait between polls of an empty queue. The host backs off to a minute (cheap in Azure,
+#: where each poll is billed); locally Azurite is in memory and a queued run should start at once
+#: (the demo's progress line, the tests), so the local host polls every 50 ms.
+LOCAL_MAX_POLLING_INTERVAL = 0.05
+
+
 @dataclass(frozen=True)
 class QueueOptions:
     batch_size: int = 16
     max_dequeue_count: int = 5
     visibility_timeout: float = 0.0
-    max_polling_interval: float = 2.0
+    max_polling_interval: float = LOCAL_MAX_POLLING_INTERVAL
     processing_seconds: int = 600  # invisible while main runs (the host renews; functionTimeout here)
 
     @classmethod
@@ -46,7 +52,7 @@ class QueueOptions:
             batch_size=int(queues.get("batchSize", 16)),
             max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
             visibility_timeout=_seconds(queues.get("visibilityTimeout", "00:00:00")),
-            max_polling_interval=min(_seconds(queues.get("maxPollingInterval", "00:00:02")), 2.0),
+            max_polling_interval=min(_seconds(queues.get("maxPollingInterval", "00:00:02")), LOCAL_MAX_POLLING_INTERVAL),
             processing_seconds=int(_seconds(host.get("functionTimeout", "00:10:00"))),
         )
 
@@ -109,7 +115,7 @@ class QueueListener:
             return self._busy == 0
 
     def _poll(self) -> None:
-        wait = 0.05
+        wait = min(0.05, self._options.max_polling_interval)
         while not self._stop.is_set():
             with self._lock:
                 room = self._options.batch_size - self._busy
@@ -125,7 +131,7 @@ class QueueListener:
                 self._stop.wait(wait)
                 wait = min(self._options.max_polling_interval, wait * 2)
                 continue
-            wait = 0.05
+            wait = min(0.05, self._options.max_polling_interval)
             for message in messages:
                 with self._lock:
                     self._busy += 1

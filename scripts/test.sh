@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, then runs pytest (Azurite and the BC simulator
-# are started by the tests themselves). Extra arguments go to pytest.
+# are started by the tests themselves). Extra arguments go to pytest (docs/testing.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-exec .venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist), each with its own Azurite and BC simulator; a test file stays on one
+# worker. TEST_WORKERS=0 runs in this process; an -n given as an argument wins.
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"

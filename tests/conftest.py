@@ -1,4 +1,6 @@
-"""Shared fixtures: one real Azurite per session, a fresh BC simulator and fresh tables per test."""
+"""Shared fixtures: one real Azurite and one BC simulator per session (per xdist worker); each test
+gets the simulator reset to its seeded state, fresh tables (its own TABLE_PREFIX) and its own queue.
+docs/testing.md describes the set-up."""
 from __future__ import annotations
 
 import base64
@@ -16,16 +18,32 @@ from shared.settings import load_settings
 from tests.support import Api, FakeClock
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `long` first (the order is otherwise kept): under pytest-xdist the other worker
+    works off the short ones meanwhile, instead of one worker starting the long one at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[AzuriteServer]:
     with AzuriteServer() as server:
         yield server
 
 
-@pytest.fixture
-def sim() -> Iterator[BCSimulator]:
+@pytest.fixture(scope="session")
+def _session_sim() -> Iterator[BCSimulator]:
+    """Started once: its port and CA stay for the whole session."""
     with BCSimulator(seed=42) as simulator:
         yield simulator
+
+
+@pytest.fixture
+def sim(_session_sim: BCSimulator) -> Iterator[BCSimulator]:
+    """The session's simulator in its seeded state: no faults, subscriptions, tokens or requests
+    of an earlier test. Held requests are let go when the test ends, so nothing waits on them."""
+    _session_sim.reset()
+    yield _session_sim
+    _session_sim.faults.clear()
 
 
 @pytest.fixture
@@ -72,8 +90,9 @@ def api(app: App) -> Api:
 
 @pytest.fixture(autouse=True)
 def _fresh_token_clients() -> Iterator[None]:
-    """Each test has its own simulator (its own CA, maybe a port an earlier one used): the
-    process-wide msal clients of earlier tests must not be offered to it."""
+    """The simulator forgets the tokens it issued when it is reset (and a test may start its own
+    simulator on a port an earlier one used): the process-wide msal clients and their cached
+    tokens of earlier tests must not be offered to it."""
     from shared.bc.auth import TokenProvider
 
     TokenProvider._apps.clear()

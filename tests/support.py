@@ -120,14 +120,18 @@ class Api:
         return self.post(f"integrations/{integration_id}/dynamics/sync", body)
 
 
-def drain(app: Any, *, limit: int = 500) -> list[Any]:
-    """Work the runs queue in this process until it is empty, as the Functions host would:
-    each message goes to sync_worker's logic; a message that raises is made visible again
-    (its dequeue count grows) and moves to the poison queue at the limit. Returns the slice
-    outcomes in order."""
+def drain(app: Any, *, limit: int = 500, failures: bool = False) -> list[Any]:
+    """Work the runs queue in this process until it is empty, as the Functions host would, and
+    return the slice outcomes in order.
+
+    A message whose processing raises fails the test at once with that error, unless the test
+    expects failures (`failures=True`): then, as the host does, the message is made visible
+    again (its dequeue count grows) and moves to the poison queue at the limit; the outcomes
+    say "retried" or "poisoned" and `drain.errors` keeps the errors, in order."""
     from shared.runs.worker import poisoned, process
 
     outcomes: list[Any] = []
+    drain.errors = []  # type: ignore[attr-defined]
     client = app.queue.client
     app.queue._ensure()
     for _ in range(limit):
@@ -137,9 +141,10 @@ def drain(app: Any, *, limit: int = 500) -> list[Any]:
         message = messages[0]
         try:
             outcome = process(message.content, dequeue_count=message.dequeue_count)
-            client.delete_message(message)
-            outcomes.append(outcome)
-        except Exception:  # noqa: BLE001 - the host retries, then poisons
+        except Exception as error:  # noqa: BLE001 - the host retries, then poisons
+            if not failures:
+                raise AssertionError(f"a runs-queue message raised {error!r} (drain(failures=True) if the test expects it)") from error
+            drain.errors.append(error)  # type: ignore[attr-defined]
             if message.dequeue_count >= app.settings.max_dequeue_count:
                 client.delete_message(message)
                 poisoned(message.content)
@@ -147,6 +152,9 @@ def drain(app: Any, *, limit: int = 500) -> list[Any]:
             else:
                 client.update_message(message, visibility_timeout=0)
                 outcomes.append("retried")
+            continue
+        client.delete_message(message)
+        outcomes.append(outcome)
     raise AssertionError(f"the runs queue did not drain within {limit} messages")
 
 

@@ -127,7 +127,7 @@ def test_reset_controls_restores_bcs_defaults(sim: BCSimulator) -> None:
 
 
 def test_a_fault_hold_keeps_one_request_until_released(sim: BCSimulator) -> None:
-    release = sim.faults.hold("$skiptoken", timeout=10)
+    hold = sim.faults.hold(path_contains="$skiptoken")
     token = get_token(sim).json()["access_token"]
     got: list[int] = []
     with client(sim, token) as c:
@@ -137,6 +137,6 @@ def test_a_fault_hold_keeps_one_request_until_released(sim: BCSimulator) -> None
         _until(lambda: any("$skiptoken" in r.query for r in sim.requests) or sim.faults.pending() == [])
         worker.join(0.3)
         assert worker.is_alive() and got == [], "the second page is held"
-        release.set()
+        hold.release()
         worker.join(5)
     assert got == [200]

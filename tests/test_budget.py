@@ -7,9 +7,12 @@ import threading
 from contextlib import ExitStack
 from typing import Any
 
+import pytest
+
 from devtools.bcsim import DEMO_CLIENT_ID, DEMO_TENANT_ID, BCSimulator
 from shared.app import App
 from shared.bc.budget import TABLE, WINDOW_ROW, RequestBudget, credential_key
+from shared.errors import BCUnavailable
 from tests.support import Api, FakeClock
 
 
@@ -80,26 +83,30 @@ def test_the_window_slides_so_no_five_minutes_hold_more_than_the_limit(app: App,
 def test_two_instances_share_the_in_flight_limit(app: App, clock: FakeClock) -> None:
     """Slots taken by one instance are not available to another until given back."""
     first, second = _budget(app, max_in_flight=2), _budget(app, max_in_flight=2, max_wait_seconds=1.0)
-    order: list[str] = []
     with first.request(), first.request():
-        try:
+        with pytest.raises(BCUnavailable):  # the limit held: it gave up after its wait
             with second.request():
-                order.append("second got one")
-        except Exception as error:  # the limit held: it gave up after its wait
-            order.append(type(error).__name__)
-    assert order == ["BCUnavailable"]
-    with second.request():
-        order.append("after")
-    assert order[-1] == "after"
-    done = threading.Event()
+                pass
+    with second.request():  # given back: the other instance gets one at once
+        pass
+    holding, done = threading.Event(), threading.Event()
 
     def hold() -> None:
         with first.request():
-            done.wait(5)
+            holding.set()
+            done.wait(60)
 
     worker = threading.Thread(target=hold)
     worker.start()
-    with second.request():  # one slot left of two
+    try:
+        assert holding.wait(60)
+        with second.request():  # one slot left of two: taken
+            with pytest.raises(BCUnavailable):  # none after it while the other instance holds its one
+                with second.request():
+                    pass
+    finally:
+        done.set()
+        worker.join(60)
+    assert not worker.is_alive()
+    with second.request(), second.request():  # both given back
         pass
-    done.set()
-    worker.join(5)

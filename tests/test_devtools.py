@@ -36,6 +36,31 @@ def test_azurite_serves_tables_and_stop_frees_the_process() -> None:
         os.kill(pid, 0)
 
 
+def test_azurite_started_on_a_port_taken_meanwhile_starts_again_on_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The free-port race: another process listens on the port between the check and node's
+    listen. A TCP probe would take that listener for Azurite; the start must see node's
+    EADDRINUSE and use another port."""
+    import socket
+
+    from azure.data.tables import TableServiceClient
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen(8)
+    taken = squatter.getsockname()[1]
+    ports = iter([taken])
+    real = azurite._free_port
+    monkeypatch.setattr(azurite, "_free_port", lambda host: next(ports, None) or real(host))
+    try:
+        with AzuriteServer(queues=False) as server:
+            assert server.port != taken and server.running
+            table = TableServiceClient.from_connection_string(server.connection_string).create_table("raceprobe")
+            table.upsert_entity({"PartitionKey": "p", "RowKey": "r"})
+            assert table.get_entity("p", "r")["RowKey"] == "r"
+    finally:
+        squatter.close()
+
+
 def test_azurite_missing_install_says_to_bootstrap(monkeypatch: pytest.MonkeyPatch,
                                                   tmp_path: Path) -> None:
     monkeypatch.setattr(azurite, "TABLE_MAIN", tmp_path / "missing" / "main.js")

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from devtools.azurite import AzuriteServer
-from devtools.bcsim import BCSimulator
+from devtools.bcsim import BCSimulator, Hold
 from devtools.storagefaults import StorageFaultProxy
 from shared.app import App
 from shared.clock import parse_iso
@@ -84,15 +84,16 @@ def test_the_stock_feed_pauses_at_a_page_and_the_next_slice_continues_it(api: Ap
 
 
 # -- defect 5: changing where an integration points, or disconnecting it, wins over a run -----------
-def _hold_second_page(api: Api, app: App, sim: BCSimulator, integration_id: str) -> tuple[threading.Thread, dict[str, Any]]:
-    """A sync whose second BC page is slow, in a thread; returns once the first page is stored
-    (its checkpoint saved)."""
-    sim.faults.add(200, delay=2.0, times=1, path_contains="skiptoken")
+def _hold_second_page(api: Api, app: App, sim: BCSimulator, integration_id: str) -> tuple[threading.Thread, dict[str, Any], Hold]:
+    """A sync in a thread whose request for the second BC page is held until the test releases
+    it; returns once that request waits and the first page is stored (its checkpoint saved)."""
+    hold = sim.faults.hold(path_contains="skiptoken")
     reply: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: reply.update(reply=api.sync(integration_id)))
     worker.start()
+    hold.wait()
     _wait_for(lambda: app.states.get(integration_id, "products").checkpoint is not None)
-    return worker, reply
+    return worker, reply, hold
 
 
 def test_a_patch_of_the_company_mid_run_stops_the_run_and_nothing_of_the_old_company_is_saved(api: Api, app: App, sim: BCSimulator) -> None:
@@ -101,11 +102,13 @@ def test_a_patch_of_the_company_mid_run_stops_the_run_and_nothing_of_the_old_com
     from devtools.bcsim import DEMO_US_COMPANY_ID
 
     created = api.create_integration(sim, entities=["products"])
-    worker, reply = _hold_second_page(api, app, sim, created["id"])
+    worker, reply, hold = _hold_second_page(api, app, sim, created["id"])
     patched = api.patch(f"integrations/{created['id']}", {"companyId": DEMO_US_COMPANY_ID})
+    hold.release()
+    worker.join(60)
+    assert not worker.is_alive()
     assert patched.status == 200, patched.body
     assert patched.data["syncInProgress"] is False
-    worker.join(60)
 
     answer = reply["reply"]
     assert answer.status == 409 and answer.error["code"] == "run_cancelled", answer.body
@@ -127,9 +130,12 @@ def test_a_patch_of_the_company_mid_run_stops_the_run_and_nothing_of_the_old_com
 def test_a_disconnect_mid_run_stops_the_run_at_its_next_page(api: Api, app: App, sim: BCSimulator) -> None:
     """DELETE while a run reads: it stops before writing the next page; no watermark is saved."""
     created = api.create_integration(sim, entities=["products"])
-    worker, reply = _hold_second_page(api, app, sim, created["id"])
-    assert api.delete(f"integrations/{created['id']}").status == 200
+    worker, reply, hold = _hold_second_page(api, app, sim, created["id"])
+    deleted = api.delete(f"integrations/{created['id']}")
+    hold.release()
     worker.join(60)
+    assert not worker.is_alive()
+    assert deleted.status == 200 and deleted.data["status"] == "disconnected", deleted.body
 
     answer = reply["reply"]
     assert answer.status == 409 and answer.error["code"] == "integration_disconnected", answer.body

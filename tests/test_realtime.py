@@ -10,6 +10,7 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 
 from devtools.bcsim import DEMO_COMPANY_ID, BCSimulator
 from devtools.funchost import FunctionHost
@@ -283,8 +284,9 @@ def test_a_delete_in_bc_flags_the_record_and_bc_returning_it_clears_the_flag(rt_
     sub = _sub_of(sim, "vendors")
     missing = "00000000-0000-0000-0000-0000000000aa"
     assert _notify(host, [_item(sub, "deleted", resource=f"{sub.resource}({missing})")]).status_code == 202
-    with pytest.raises(Exception):
+    with pytest.raises(ResourceNotFoundError):
         _record(rt_app, "Suppliers", created["id"], missing)
+    assert len(list(rt_app.store.query("Suppliers", "integrationId eq @id", parameters={"id": created["id"]}))) == 45
     # BC has the record again (restored, or the delete was a mistake): the next delta clears the flag
     sim.company().sets["vendors"].put({**vendor, "lastModifiedDateTime": sim.company()._stamp(None)})
     assert rt_api.sync(created["id"], {"mode": "delta"}).data["suppliers"]["updated"] == 1

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import threading
-import time
 import uuid
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,13 +70,6 @@ def _ms(moment: datetime) -> datetime:
     return parse_iso(to_iso(moment))
 
 
-def _wait_for(condition: Any, seconds: float = 10.0) -> None:
-    """Poll a condition against real services (no sleeping: each check is a real round trip)."""
-    ends = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < ends, "condition not reached in time"
-
-
 class Receiver:
     """A webhook receiver as a platform would run one: records headers and the raw body."""
 
@@ -128,16 +120,19 @@ def _verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
 def test_concurrent_sync_of_one_integration_answers_409_and_the_first_run_completes(api: Api, app: App, sim: BCSimulator) -> None:
     """While a sync runs, a second one answers 409 sync_in_progress; the first finishes with exact counts."""
     integration = api.create_integration(sim)
-    sim.faults.add(200, delay=1.5, times=1, path_contains="vendors")  # a slow but normal answer
+    hold = sim.faults.hold(path_contains="vendors")  # the first run waits on its first page
     first: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: first.update(reply=api.sync(integration["id"])))
     worker.start()
     try:
-        _wait_for(lambda: app.leases.holder(integration["id"]) is not None)
+        hold.wait()
+        assert app.leases.holder(integration["id"]) is not None
         second = api.sync(integration["id"])
         shown = api.get(f"integrations/{integration['id']}").data
     finally:
+        hold.release()
         worker.join(60)
+    assert not worker.is_alive()
     assert second.status == 409
     assert second.error["code"] == "sync_in_progress"
     assert shown["syncInProgress"] is True

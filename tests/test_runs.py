@@ -71,12 +71,18 @@ def test_an_async_sync_answers_202_and_its_run_shows_progress_until_it_succeeds(
 
     clock.advance(1)  # run ids sort by their creation time
     second = api.post(f"integrations/{integration['id']}/dynamics/sync", {"mode": "delta"}, headers=ASYNC).data["runId"]
-    drain(app)
+    [outcome] = drain(app)
+    assert outcome.state == "finished" and outcome.run.runId == second and outcome.run.status == "succeeded"
     listed = api.get(f"integrations/{integration['id']}/sync-runs").body
     assert [r["runId"] for r in listed["data"]] == [second, run_id]  # newest first
+    assert [r["status"] for r in listed["data"]] == ["succeeded", "succeeded"]
+    delta = listed["data"][0]["counts"]
+    assert {t: (delta[t]["created"], delta[t]["updated"]) for t in ("suppliers", "products")} == {"suppliers": (0, 0), "products": (0, 0)}
     assert listed["continuationToken"] is None
     paged = api.get(f"integrations/{integration['id']}/sync-runs", params={"top": 1})
     assert [r["runId"] for r in paged.data] == [second] and paged.body["continuationToken"]
+    rest = api.get(f"integrations/{integration['id']}/sync-runs", params={"top": 1, "continuationToken": paged.body["continuationToken"]})
+    assert [r["runId"] for r in rest.data] == [run_id]
 
 
 def test_runs_of_someone_else_or_unknown_answer_404(api: Api, app: App, sim: BCSimulator) -> None:
@@ -166,8 +172,9 @@ def test_a_message_that_keeps_failing_is_poisoned_and_never_blocks_the_others(ap
     api.as_user("user-2").post(f"integrations/{healthy['id']}/dynamics/sync", None, headers=ASYNC)
     # State only a bug or a damaged row produces: the lease row of the broken integration is unreadable.
     app.store.table("SyncLeases").upsert_entity({"PartitionKey": "lease", "RowKey": broken["id"], "runId": "x", "expiresAt": "not a time"})
-    outcomes = drain(app)
+    outcomes = drain(app, failures=True)
     assert outcomes.count("retried") == app.settings.max_dequeue_count - 1 and outcomes.count("poisoned") == 1
+    assert len(drain.errors) == app.settings.max_dequeue_count  # type: ignore[attr-defined]
     assert [o.run.integrationId for o in outcomes if hasattr(o, "run")] == [healthy["id"]]
     shown = api.get(f"integrations/{broken['id']}").data
     assert shown["status"] == "error" and shown["lastError"]["code"] == "run_failed" and shown["syncInProgress"] is False
@@ -184,14 +191,17 @@ def test_the_same_message_delivered_twice_at_once_runs_once(api: Api, app: App, 
     [message] = list(app.queue.client.receive_messages(max_messages=1))
     app.queue.client.delete_message(message)
     decoded = SliceMessage.decode(message.content)
-    sim.faults.add(200, delay=1.0, times=1, path_contains="/items")  # the first instance is slow
+    hold = sim.faults.hold(path_contains="/items")  # the first instance waits on its first page
     outcomes: list[Any] = []
     threads = [threading.Thread(target=lambda: outcomes.append(handle_message(app, decoded))) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.3)
-    for thread in threads:
-        thread.join(60)
+    threads[0].start()
+    hold.wait()  # the first instance holds the run's lease and reads
+    threads[1].start()
+    threads[1].join(60)
+    assert [o.state for o in outcomes] == ["skipped"]  # the second backed off while the first ran
+    hold.release()
+    threads[0].join(60)
+    assert not any(thread.is_alive() for thread in threads)
     assert sorted(o.state for o in outcomes) == ["finished", "skipped"]
     assert len(_records(app, "Products", integration["id"])) == 230
     run = app.runs.get(integration["id"], run_id)
@@ -309,28 +319,34 @@ def test_a_worker_killed_mid_slice_leaves_a_message_that_finishes_the_run_exactl
 
     integration = api.create_integration(sim, entities=["products"])
     run_id = api.post(f"integrations/{integration['id']}/dynamics/sync", None, headers=ASYNC).data["runId"]
-    sim.faults.add(200, delay=30, times=1, path_contains="skiptoken")  # the worker hangs on page 2
+    hold = sim.faults.hold(path_contains="skiptoken")  # the worker waits on page 2 until it is killed
     worker = subprocess.Popen(
         [sys.executable, "-c", (
             "from shared.app import get_app\n"
             "from shared.runs.worker import process\n"
             "app = get_app()\n"
-            "[m] = list(app.queue.client.receive_messages(max_messages=1, visibility_timeout=3))\n"
+            "[m] = list(app.queue.client.receive_messages(max_messages=1, visibility_timeout=600))\n"
+            "print(m.id, m.pop_receipt, flush=True)\n"
             "process(m.content, dequeue_count=m.dequeue_count)\n"
         )],
-        cwd=str(ROOT), env=dict(os.environ),
+        cwd=str(ROOT), env=dict(os.environ), stdout=subprocess.PIPE, text=True,
     )
     try:
+        message_id, pop_receipt = worker.stdout.readline().split()  # type: ignore[union-attr]
+        hold.wait()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(_records(app, "Products", integration["id"])) < 100:
-            time.sleep(0.1)
+            time.sleep(0.05)  # page 1 is being written (a real condition; the bound only ends a failing test)
         assert len(_records(app, "Products", integration["id"])) == 100  # page 1 stored, page 2 pending
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
+        worker.stdout.close()  # type: ignore[union-attr]
     sim.faults.clear()
     assert app.leases.holder(integration["id"]) == run_id  # the dead slice's lease is still there
-    time.sleep(3.5)  # the message's visibility timeout passes: it reappears
+    assert _queue_length(app) == 1 and app.queue.client.peek_messages() == []  # invisible while "processed"
+    # The message's visibility timeout passes (Azure's clock, not the service's): it reappears.
+    app.queue.client.update_message(message_id, pop_receipt, visibility_timeout=0)
     outcomes = drain(app)
     assert [o.state for o in outcomes] == ["skipped"]  # the lease has not expired: it backs off
     clock.advance(app.settings.lease_seconds + 120)  # (the worker's real clock ran ahead of the test's)

@@ -9,7 +9,7 @@ Never deployed and never reads ../shared: its data is generated, shaped on captu
 from __future__ import annotations
 
 from .auth import BC_SCOPE
-from .faults import Fault, FaultPlan
+from .faults import Fault, FaultPlan, Hold
 from .odata import ODataError
 from .seed import BLANK_DATE, BLANK_ENUM, ZERO_GUID, fmt_dt, parse_dt
 from .simulator import (DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_COMPANY_ID, DEMO_COMPANY_NAME, DEMO_DECLINING_USER,
@@ -18,7 +18,7 @@ from .simulator import (DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_COMPANY_ID, DEM
 from .store import CompanyStore
 
 __all__ = [
-    "BCSimulator", "CompanyStore", "RecordedRequest", "Fault", "FaultPlan", "ODataError", "BC_SCOPE",
+    "BCSimulator", "CompanyStore", "RecordedRequest", "Fault", "FaultPlan", "Hold", "ODataError", "BC_SCOPE",
     "DEMO_TENANT_ID", "DEMO_CLIENT_ID", "DEMO_CLIENT_SECRET", "DEMO_ENVIRONMENT", "DEMO_COMPANY_ID",
     "DEMO_COMPANY_NAME", "DEMO_US_COMPANY_ID", "DEMO_US_COMPANY_NAME", "DEMO_OAUTH_CLIENT_ID", "DEMO_TENANT_DOMAIN",
     "DEMO_OAUTH_CLIENT_SECRET", "DEMO_USER", "DEMO_DECLINING_USER", "ZERO_GUID", "BLANK_DATE", "BLANK_ENUM",

@@ -1,4 +1,5 @@
-"""Programmable failures (throttling, gateway errors, slow answers, dropped sockets) for retry tests."""
+"""Programmable failures (throttling, gateway errors, slow answers, dropped sockets, held answers)
+for retry and concurrency tests."""
 from __future__ import annotations
 
 import json
@@ -30,6 +31,37 @@ def bc_error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": bc_message(message)}}).encode()
 
 
+class Hold:
+    """Keeps the requests it matches waiting until the test releases them: the window a
+    concurrency test needs (a run parked on its second page) is opened and closed explicitly,
+    so it is as wide as the test needs on any machine, never a guess in seconds."""
+
+    def __init__(self, limit: float = 120.0) -> None:
+        self.limit = limit  # a forgotten hold still ends (the request then goes on as usual)
+        self.held = 0
+        self._reached = threading.Event()
+        self._released = threading.Event()
+
+    def wait(self, timeout: float = 60.0) -> Hold:
+        """Block until a request is being held (fails the test after `timeout`)."""
+        if not self._reached.wait(timeout):
+            raise AssertionError(f"no request reached the hold within {timeout:.0f} s")
+        return self
+
+    @property
+    def reached(self) -> bool:
+        return self._reached.is_set()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def block(self) -> None:
+        """Called on the simulator's request thread for each matching request."""
+        self.held += 1
+        self._reached.set()
+        self._released.wait(self.limit)
+
+
 @dataclass
 class Fault:
     status: int
@@ -41,7 +73,7 @@ class Fault:
     delay: float = 0.0
     drop: bool = False
     above_page_size: int | None = None  # only requests asking for a larger page (BC's slow $expand pages)
-    hold: threading.Event | None = None  # the request waits until the test sets it (or `delay` passes)
+    hold: Hold | None = None
 
     def matches(self, target: str, is_api: bool, page_size: int | None = None) -> bool:
         """`path_contains` is matched against the decoded path + query, so it can target any route."""
@@ -72,6 +104,7 @@ class FaultPlan:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        self._holds: list[Hold] = []
 
     def add(self, status: int, *, times: int | None = 1, path_contains: str | None = None,
             retry_after: int | float | str | None = None, body: Any = None, content_type: str | None = None,
@@ -83,15 +116,6 @@ class FaultPlan:
             self._faults.append(fault)
         return fault
 
-    def hold(self, path_contains: str | None = None, *, times: int | None = 1, timeout: float = 30.0) -> threading.Event:
-        """The next `times` matching requests wait until the returned event is set (at most
-        `timeout` s), then are answered normally: an explicit hold instead of a timed delay."""
-        release = threading.Event()
-        fault = Fault(200, times, path_contains, delay=timeout, hold=release)
-        with self._lock:
-            self._faults.append(fault)
-        return release
-
     def drop_connection(self, times: int | None = 1, path_contains: str | None = None) -> Fault:
         """Close the socket without answering (a transport error on the client side)."""
         fault = Fault(0, times, path_contains, drop=True)
@@ -99,15 +123,31 @@ class FaultPlan:
             self._faults.append(fault)
         return fault
 
+    def hold(self, *, times: int | None = 1, path_contains: str | None = None, status: int = 200) -> Hold:
+        """The next `times` matching requests wait until `Hold.release()`, then are answered as
+        usual (status 200) or with `status`."""
+        hold = Hold()
+        fault = Fault(status, times, path_contains, hold=hold)
+        with self._lock:
+            self._faults.append(fault)
+            self._holds.append(hold)
+        return hold
+
     def clear(self) -> None:
+        """No more faults; requests still held are let go."""
         with self._lock:
             self._faults.clear()
+            holds, self._holds = self._holds, []
+        for hold in holds:
+            hold.release()
 
     def pending(self) -> list[Fault]:
         with self._lock:
             return list(self._faults)
 
     def take(self, target: str, is_api: bool, page_size: int | None = None) -> Fault | None:
+        """The fault for this request, if any; a hold blocks here (outside the lock) until released."""
+        found = None
         with self._lock:
             for fault in self._faults:
                 if fault.matches(target, is_api, page_size):
@@ -115,5 +155,8 @@ class FaultPlan:
                         fault.times -= 1
                         if fault.times <= 0:
                             self._faults.remove(fault)
-                    return fault
-        return None
+                    found = fault
+                    break
+        if found is not None and found.hold is not None:
+            found.hold.block()
+        return found

@@ -50,6 +50,12 @@ class RecordedRequest:
 class BCSimulator:
     """Entra ID authority + BC API v2.0 over HTTPS on 127.0.0.1, with deterministic demo data."""
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> BCSimulator:
+        """Keeps the constructor's arguments, so reset() rebuilds exactly what they built."""
+        instance = super().__new__(cls)
+        instance._constructed_with = (args, kwargs)
+        return instance
+
     def __init__(self, seed: int = 42, *, id_order: str | None = None) -> None:
         """`id_order`: how GUIDs sort and compare (`$orderby=id`, `gt`/`lt`, `$skiptoken`): "sql"
         (SQL Server uniqueidentifier order, as BC does; the default) or "text" (the other reading).
@@ -107,6 +113,20 @@ class BCSimulator:
             if self._certs:
                 self._certs.tmpdir.cleanup()
             self._server = self._thread = self._certs = None
+
+    def reset(self) -> None:
+        """Back to the state the constructor built: the seed data, no faults (held requests let
+        go), no subscriptions or pending notifications, the directory's apps, grants and tokens,
+        an empty request log, the clock unshifted. The running server, its port and its CA stay,
+        so one simulator serves a whole test session. The state is rebuilt by the constructor
+        itself, so whatever it seeds, reset restores."""
+        self.faults.clear()
+        self.webhooks.close()
+        self.webhooks._http.close()
+        live = self._server, self._thread, self._certs
+        args, kwargs = self._constructed_with
+        self.__init__(*args, **kwargs)  # type: ignore[misc]
+        self._server, self._thread, self._certs = live
 
     def __enter__(self) -> BCSimulator:
         return self.start()

@@ -1,1 +1,0 @@
-from tests.fake_async import entra_login as main

@@ -1,1 +1,0 @@
-from tests.fake_async import get as main
