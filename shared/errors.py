@@ -8,6 +8,7 @@ bases (what to do); ServiceError adds the HTTP answer ({code, message} with `sta
     ├── BCForbidden          502 bc_forbidden: the app lacks permission in BC
     ├── BCCompanyNotFound    502 bc_company_not_found: unknown environment or company
     ├── BCUnavailable        502 bc_unavailable: unreachable, 5xx, still throttled after retries
+    │   └── BCTimeout            502 bc_timeout (bc.client): a page timed out at the smallest size (that type only)
     ├── LeaseLost            (storage.leases) another instance took the integration's lease
     ├── LeaseLostError       409 sync_in_progress (runs.slices): the same, as a type's error
     ├── RunCancelled         409 run_cancelled (runs.cancel): the integration points elsewhere
@@ -29,11 +30,12 @@ bases (what to do); ServiceError adds the HTTP answer ({code, message} with `sta
     ├── QuotaExceeded        403 quota_exceeded (MAX_INTEGRATIONS_PER_USER)
     ├── NotFound             404 not_found (also someone else's integration)
     ├── PayloadTooLarge      413 payload_too_large
+    ├── CursorExpired        410 cursor_expired (api.records): the feed pruned what the cursor points at
+    │   └── ChangesPruned        (storage.changes) the same, found while reading change rows
     ├── ConflictError        409 sync_in_progress / integration_disconnected
     │   └── RunActive            (runs.dispatch) a run is already active
     └── BCError              502 bc_error: Business Central answered an error for one request
-        ├── SubscriptionNotFound (bc.subscriptions) BC no longer has the webhook subscription
-        └── UnorderedIds         (sync.reconcile) BC's ids out of key order: the pass stops
+        └── SubscriptionNotFound (bc.subscriptions) BC no longer has the webhook subscription
 
 The BC errors under Fatal are BCErrors too (`except BCError` still catches them);
 `shared/bc/errors.py` is the one place a BC response becomes one of them.
@@ -189,3 +191,10 @@ class RecordError(SkipRecord):
         super().__init__(message)
         self.message = message
         self.data = data or {}
+
+
+class CursorExpired(ServiceError):
+    """A change-feed cursor points before what retention kept: read again without a cursor."""
+
+    status = 410
+    code = "cursor_expired"

@@ -9,7 +9,7 @@ import azure.functions as func
 from shared.api.cursors import open_token, seal
 from shared.api.integrations import load
 from shared.entities import ENTITY_TYPES, EntityType
-from shared.errors import NotFound, RecordError, ServiceError, ValidationError
+from shared.errors import CursorExpired, NotFound, RecordError, ValidationError
 from shared.http import Request, ok, respond
 from shared.keys import RECORD_PARTITIONS, legacy_row_key, record_partitions, record_row_key
 from shared.storage.changes import CHANGE_PREFIX, ChangeScanner, ChangesPruned, Position
@@ -66,11 +66,6 @@ def _list_position(payload: Any) -> ListPosition:
     if not 0 <= index < RECORD_PARTITIONS or not (token is None or (isinstance(token, dict) and all(isinstance(v, (str, type(None))) for v in token.values()))):
         raise bad
     return ListPosition(index, token)
-
-
-class CursorExpired(ServiceError):
-    status = 410
-    code = "cursor_expired"
 
 
 #: How long one page may keep looking past changes superseded by later ones before answering.

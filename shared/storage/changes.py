@@ -31,6 +31,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, Mapping
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
+from shared.errors import CursorExpired
 from shared.clock import Clock
 from shared.storage.tables import Entity, Joined, Operation, TableStore
 
@@ -222,7 +223,7 @@ def tracked(store: TableStore, clock: Clock) -> TrackedStore:
 
 
 # -- reading ----------------------------------------------------------------------------------
-class ChangesPruned(Exception):
+class ChangesPruned(CursorExpired):
     """The position points at change rows retention has removed: the reader missed changes."""
 
 
