@@ -21,6 +21,7 @@ ERROR_CODES = {
     404: "not_found (also someone else's integration)",
     405: "method_not_allowed",
     409: "sync_in_progress, integration_disconnected or integration_exists",
+    410: "cursor_expired: the cursor points before the change rows kept (CHANGE_FEED_RETENTION_DAYS); read again without a cursor",
     413: "payload_too_large: a body over 1 MiB",
     429: "rate_limited: see Retry-After",
     500: "configuration_error: a setting is missing or malformed",
@@ -168,8 +169,8 @@ CHANGES_PAGE = {
     "required": ["success", "data", "cursor", "hasMore"],
     "properties": {
         "success": {"const": True}, "data": {"type": "array", "items": _ref("Change")},
-        "cursor": {"type": "string", "description": "on every page; asked again it returns the same changes or later ones, never fewer"},
-        "hasMore": {"type": "boolean", "description": "more changes can be read now with this cursor; else poll later with it"},
+        "cursor": {"type": "string", "description": "on every page, just past what the page read; asked again it returns the same changes or later ones, never fewer"},
+        "hasMore": {"type": "boolean", "description": "more changes can be read now with this cursor; false: caught up, poll later with it"},
     },
 }
 ERROR = {
@@ -226,7 +227,8 @@ def build() -> dict[str, Any]:
         },
         "/integrations/{id}/dynamics/companies": {
             "parameters": [ID],
-            "get": {"operationId": "listCompanies", "responses": _responses(200, companies, [404, 409, 502])},
+            "get": {"operationId": "listCompanies", "parameters": [TOP, TOKEN],
+                    "responses": _responses(200, companies, [400, 404, 409, 502], paged=True)},
         },
         "/dynamics/companies": {
             "post": {"operationId": "discoverCompanies", "requestBody": _body("CompanyDiscovery"),
@@ -291,9 +293,10 @@ def build() -> dict[str, Any]:
         "/integrations/{id}/changes/{dataType}": {
             "parameters": [ID, DATA_TYPE],
             "get": {"operationId": "readChanges", "parameters": [TOP, _param("cursor")],
-                    "description": "Records created, updated or flagged deleted since the cursor, oldest change first; at least "
-                                   "once, each record at its latest change. No cursor = from the beginning.",
-                    "responses": {**_responses(200, {}, [400, 404]), "200": {"description": "A page of changes", "content": {
+                    "description": "Records created, updated or flagged deleted since the cursor, oldest change first, each "
+                                   "record at its latest change; no change twice unless a page is retried. An empty page means "
+                                   "caught up. No cursor = from the beginning of what is kept.",
+                    "responses": {**_responses(200, {}, [400, 404, 410]), "200": {"description": "A page of changes", "content": {
                         "application/json": {"schema": CHANGES_PAGE}}}}},
         },
         "/bc/notifications": _bc_notifications(),

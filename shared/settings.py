@@ -56,7 +56,7 @@ class Settings:
     manual_syncs_per_hour: int = 60
     discoveries_per_hour: int = 30
     require_client_principal: bool = False
-    change_feed_settle_seconds: int = 120
+    change_feed_retention_days: int = 7  # change rows older than this are pruned (design.md §13)
     public_base_url: str | None = None  # realtime (design.md §10): the function app's public root
 
 
@@ -181,7 +181,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         manual_syncs_per_hour=_int(env, "MANUAL_SYNCS_PER_HOUR", 60, 1, 100000),
         discoveries_per_hour=_int(env, "DISCOVERIES_PER_HOUR", 30, 1, 100000),
         require_client_principal=_bool(env, "REQUIRE_CLIENT_PRINCIPAL"),
-        change_feed_settle_seconds=_int(env, "CHANGE_FEED_SETTLE_SECONDS", 120, 0, 86400),
+        change_feed_retention_days=_int(env, "CHANGE_FEED_RETENTION_DAYS", 7, 1, 3650),
         public_base_url=_public_base_url(env.get("PUBLIC_BASE_URL")),
     )
 

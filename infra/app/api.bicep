@@ -137,7 +137,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     MANUAL_SYNCS_PER_HOUR: '60'
     DISCOVERIES_PER_HOUR: '30'
     REQUIRE_CLIENT_PRINCIPAL: 'false'
-    CHANGE_FEED_SETTLE_SECONDS: '120'
+    CHANGE_FEED_RETENTION_DAYS: '7'
   }
 }
 

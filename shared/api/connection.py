@@ -5,6 +5,7 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.api.cursors import open_page, seal_page
 from shared.api.integrations import check_destinations, load, require_company, require_ready
 from shared.bc.client import BCClient
 from shared.clock import to_iso
@@ -89,16 +90,24 @@ def companies(request: Request) -> func.HttpResponse:
     """The companies the integration's app registration (or, delegated, the signed-in person)
     can see in its environment."""
     integration = load(request)
+    top = request.top()
+    after = open_page(request.app.settings, request.params.get("continuationToken"), kind="companies", scope=integration.id)
     if integration.status == "disconnected":
         raise ConflictError("The integration is disconnected: PATCH new credentials to reconnect it", code="integration_disconnected")
     require_ready(integration)
     try:
         with request.app.bc_client(integration) as client:
-            return ok([_company(c) for c in client.list_companies()])
+            listed = sorted((_company(c) for c in client.list_companies()), key=lambda c: str(c["id"] or ""))
     except BCAuthError as error:
         if integration.authMode == "delegated":
             _record(request, integration, error)  # an expired sign-in shows as auth_expired here too
         raise
+    # BC answers the whole (short) list; it is paged here like every list, by id, so a page
+    # boundary holds even when companies are added or removed between pages.
+    remaining = [c for c in listed if after is None or str(c["id"] or "") > after]
+    page = remaining[:top]
+    following = str(page[-1]["id"] or "") if len(remaining) > top else None
+    return ok(page, continuation_token=seal_page(request.app.settings, "companies", integration.id, following))
 
 
 def discover_companies(request: Request) -> func.HttpResponse:

@@ -1,7 +1,8 @@
-"""Opaque, signed tokens for the read API: the records' continuationToken and the change feed's
-cursor. A token is compressed JSON plus an HMAC under a key derived from CREDENTIALS_KEY
-(previous keys still verify), bound to its kind, integration and data type, so a corrupted,
-forged or transplanted token answers 400 instead of reading from a made-up position."""
+"""Opaque, signed tokens: every list's continuationToken and the change feed's cursor (design.md
+§3, §12). A token is compressed JSON plus an HMAC under a key derived from CREDENTIALS_KEY
+(previous keys still verify), bound to its list, integration (or caller) and data type, so a
+corrupted, forged, transplanted or absurdly nested token answers 400 `validation_error` instead
+of reading from a made-up position; nothing in it is parsed before its MAC checks out."""
 from __future__ import annotations
 
 import base64
@@ -57,8 +58,26 @@ def open_token(settings: Settings, token: str, *, field: str, kind: str, integra
         value = json.loads(raw)
     except (zlib.error, ValueError, UnicodeDecodeError):
         raise unreadable from None
-    if not isinstance(value, dict) or value.get("k") != kind:
+    if not isinstance(value, dict):
         raise unreadable
+    if value.get("k") != kind:
+        raise ValidationError(f"{field}: issued for another list; start again without a {field}")
     if value.get("i") != integration_id or value.get("t") != data_type:
         raise ValidationError(f"{field}: issued for another integration or data type; start again without a {field}")
     return value.get("p")
+
+
+def seal_page(settings: Settings, kind: str, scope: str, inner: str | None) -> str | None:
+    """A list's next-page token: the storage continuation `inner` (None on the last page)
+    sealed for list `kind` and `scope` (the integration, or the caller for their own list)."""
+    return None if inner is None else seal(settings, kind, scope, "", inner)
+
+
+def open_page(settings: Settings, token: str | None, *, kind: str, scope: str) -> str | None:
+    """The storage continuation inside a token `seal_page` issued for this list and scope."""
+    if not token:
+        return None
+    inner = open_token(settings, token, field="continuationToken", kind=kind, integration_id=scope, data_type="")
+    if not isinstance(inner, str):
+        raise ValidationError("continuationToken: not a continuationToken this service issued (corrupted or forged)")
+    return inner

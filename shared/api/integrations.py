@@ -7,6 +7,7 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.api.cursors import open_page, seal_page
 from shared.app import App
 from shared.bc.auth import TokenProvider
 from shared.clock import parse_iso, to_iso
@@ -163,10 +164,11 @@ def create(request: Request) -> func.HttpResponse:
 
 
 def list_(request: Request) -> func.HttpResponse:
-    items, token = request.app.integrations.list_for_user(
-        request.user_id, top=request.top(), continuation_token=request.params.get("continuationToken")
-    )
-    return ok([view(request.app, i) for i in items], continuation_token=token)
+    settings = request.app.settings
+    top = request.top()
+    after = open_page(settings, request.params.get("continuationToken"), kind="integrations", scope=request.user_id)
+    items, token = request.app.integrations.list_for_user(request.user_id, top=top, continuation_token=after)
+    return ok([view(request.app, i) for i in items], continuation_token=seal_page(settings, "integrations", request.user_id, token))
 
 
 def get(request: Request) -> func.HttpResponse:

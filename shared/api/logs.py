@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from shared.api.cursors import open_page, seal_page
 from shared.api.integrations import load
 from shared.entities import LOG_TYPES
 from shared.errors import ValidationError
@@ -27,18 +28,22 @@ def sync_logs(request: Request) -> func.HttpResponse:
             since = parse_since(params["since"], "since")
         except ValueError as error:
             raise ValidationError(f"since: {error}") from None
+    top = request.top()
+    after = open_page(request.app.settings, params.get("continuationToken"), kind="sync-logs", scope=integration.id)
     entries, token = request.app.logs.list(
         integration.id,
         entity_type=entity_type,
         status=status,
         since=since,
-        top=request.top(),
-        continuation_token=params.get("continuationToken"),
+        top=top,
+        continuation_token=after,
     )
-    return ok(entries, continuation_token=token)
+    return ok(entries, continuation_token=seal_page(request.app.settings, "sync-logs", integration.id, token))
 
 
 def webhook_deliveries(request: Request) -> func.HttpResponse:
     integration = load(request)
-    items, token = request.app.deliveries.list(integration.id, top=request.top(), continuation_token=request.params.get("continuationToken"))
-    return ok(items, continuation_token=token)
+    top = request.top()
+    after = open_page(request.app.settings, request.params.get("continuationToken"), kind="webhook-deliveries", scope=integration.id)
+    items, token = request.app.deliveries.list(integration.id, top=top, continuation_token=after)
+    return ok(items, continuation_token=seal_page(request.app.settings, "webhook-deliveries", integration.id, token))

@@ -2,7 +2,6 @@
 GET /api/integrations/{id}/changes/{dataType}?cursor=... (design.md §13)."""
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import azure.functions as func
@@ -10,10 +9,10 @@ import azure.functions as func
 from shared.api.cursors import open_token, seal
 from shared.api.integrations import load
 from shared.entities import ENTITY_TYPES, EntityType
-from shared.errors import NotFound, RecordError, ValidationError
+from shared.errors import NotFound, RecordError, ServiceError, ValidationError
 from shared.http import Request, ok, respond
 from shared.keys import RECORD_PARTITIONS, record_partitions, record_row_key
-from shared.storage.changes import CHANGE_PREFIX, ChangeScanner, Position, stamp
+from shared.storage.changes import CHANGE_PREFIX, ChangeScanner, ChangesPruned, Position
 from shared.storage.platform import ListPosition, PlatformRecords
 
 MAX_ROW_KEY = 2048
@@ -66,79 +65,81 @@ def _list_position(payload: Any) -> ListPosition:
     return ListPosition(index, token)
 
 
+class CursorExpired(ServiceError):
+    status = 410
+    code = "cursor_expired"
+
+
+#: How long one page may keep looking past changes superseded by later ones before answering.
+SEARCH_SECONDS = 10.0
+
+
 def changes(request: Request) -> func.HttpResponse:
-    """Changes after the cursor, oldest first. The cursor holds two positions per partition:
-    `settled`, which only moves over changes older than the settle window (so a late commit,
-    from another instance's clock or a slow write, is read later instead of skipped), and
-    `ahead`, which pages through newer ones within one sweep; a sweep that reaches the end
-    starts again from `settled` (those newer changes come again: at least once)."""
+    """Changes after the cursor, oldest first. The cursor holds, per partition, the next change
+    row to read and how many of its records are behind it; it moves past everything a page
+    read, because rows are numbered per partition under the partition's ETag (see
+    shared/storage/changes.py): nothing can commit behind it later. A record listed again by
+    a later row is skipped here and delivered there, with its latest content, so an empty page
+    means: caught up (`hasMore` false)."""
     app = request.app
     integration = load(request)
     entity = _entity(request)
     top = request.top()
     cursor = request.params.get("cursor")
-    settled: list[Position | None] = [None] * RECORD_PARTITIONS
-    ahead: list[Position | None] | None = None
+    start: list[Position | None] = [None] * RECORD_PARTITIONS
     if cursor:
         payload = open_token(app.settings, cursor, field="cursor", kind="changes", integration_id=integration.id, data_type=entity.key)
-        settled, ahead = _cursor_payload(payload)
-
-    settled_before = stamp(app.clock.now() - timedelta(seconds=app.settings.change_feed_settle_seconds))
-    start = list(ahead if ahead is not None else settled)
-    batch = ChangeScanner(app.store, entity.table).scan(record_partitions(integration.id), start, top)
-    stored = PlatformRecords(app.store, integration.id, entity).fetch([c.record_key for c in batch.candidates])
-
+        start = list(_cursor_positions(payload))
+    try:
+        reader = ChangeScanner(app.store, entity.table).open(record_partitions(integration.id), start, top)
+    except ChangesPruned:
+        raise CursorExpired(
+            f"cursor: it points at changes older than the {app.settings.change_feed_retention_days} days kept; read again "
+            "without a cursor (or page the records API) and follow the new cursor"
+        ) from None
+    records = PlatformRecords(app.store, integration.id, entity)
     delivered: dict[str, dict[str, Any]] = {}
-    reached = list(start)
-    settling = ahead is None  # only a read from `settled` may move it
-    for candidate in batch.candidates:
-        reached[candidate.partition] = Position(candidate.row_key, candidate.index + 1)
-        if settling and candidate.stamp <= settled_before:
-            settled[candidate.partition] = reached[candidate.partition]
-        else:
-            settling = False  # from here on, changes are newer than the settle window
-        record = stored.get(candidate.record_key)
-        if record is None or (record.change_key and record.change_key > candidate.row_key):
-            continue  # gone, or changed again later: it is delivered at its latest change
-        delivered.pop(candidate.record_key, None)
-        delivered[candidate.record_key] = {"externalId": record.view.get("externalId"), "changedAt": candidate.stamp, "record": record.view}
-
-    following = reached if batch.more and not settling else None
+    started = app.clock.monotonic()
+    while not delivered:
+        batch = reader.take(top)
+        if not batch:
+            break
+        stored = records.fetch([c.record_key for c in batch])
+        for candidate in batch:
+            record = stored.get(candidate.record_key)
+            if record is None or (record.change_key and record.change_key > candidate.row_key):
+                continue  # gone, or changed again later: it is delivered at its latest change
+            delivered.pop(candidate.record_key, None)
+            delivered[candidate.record_key] = {"externalId": record.view.get("externalId"), "changedAt": candidate.stamp, "record": record.view}
+        if app.clock.monotonic() - started > SEARCH_SECONDS:
+            break
     body = {
         "success": True,
         "data": list(delivered.values()),
-        "cursor": seal(app.settings, "changes", integration.id, entity.key, {"s": _positions_payload(settled), "a": _positions_payload(following)}),
-        "hasMore": batch.more,
+        "cursor": seal(app.settings, "changes", integration.id, entity.key, {"v": 2, "p": _positions_payload(reader.positions())}),
+        "hasMore": reader.more,
     }
     return respond(200, body)
 
 
-def _positions_payload(positions: list[Position | None] | None) -> list[Any] | None:
-    if positions is None:
-        return None
-    return [None if p is None else [p.row_key[len(CHANGE_PREFIX) :], p.consumed] for p in positions]
+def _positions_payload(positions: list[Position]) -> list[Any]:
+    return [[p.row_key[len(CHANGE_PREFIX) :], p.consumed] for p in positions]
 
 
-def _cursor_payload(payload: Any) -> tuple[list[Position | None], list[Position | None] | None]:
-    if not isinstance(payload, dict) or set(payload) != {"s", "a"}:
-        raise ValidationError("cursor: not a cursor this service issued (corrupted or forged)")
-    settled = _positions(payload["s"])
-    return settled, (None if payload["a"] is None else _positions(payload["a"]))
-
-
-def _positions(payload: Any) -> list[Position | None]:
+def _cursor_positions(payload: Any) -> list[Position]:
+    if isinstance(payload, dict) and set(payload) == {"s", "a"}:  # a cursor of the clock-ordered feed
+        raise CursorExpired("cursor: issued by an earlier version of the change feed; read again without a cursor and follow the new one")
     bad = ValidationError("cursor: not a cursor this service issued (corrupted or forged)")
-    if not isinstance(payload, list) or len(payload) != RECORD_PARTITIONS:
+    if not (isinstance(payload, dict) and payload.get("v") == 2 and isinstance(payload.get("p"), list)):
         raise bad
-    positions: list[Position | None] = []
-    for item in payload:
-        if item is None:
-            positions.append(None)
-            continue
+    items = payload["p"]
+    if len(items) != RECORD_PARTITIONS:
+        raise bad
+    positions: list[Position] = []
+    for item in items:
         if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], int)):
             raise bad
         if item[1] < 0 or len(item[0]) > MAX_ROW_KEY:
             raise bad
         positions.append(Position(CHANGE_PREFIX + item[0], item[1]))
     return positions
-

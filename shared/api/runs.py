@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from shared.api.cursors import open_page, seal_page
 from shared.api.integrations import load
 from shared.errors import NotFound
 from shared.http import Request, ok
@@ -10,8 +11,10 @@ from shared.http import Request, ok
 
 def list_runs(request: Request) -> func.HttpResponse:
     integration = load(request)
-    runs, token = request.app.runs.list(integration.id, top=request.top(), continuation_token=request.params.get("continuationToken"))
-    return ok([run.to_api() for run in runs], continuation_token=token)
+    top = request.top()
+    after = open_page(request.app.settings, request.params.get("continuationToken"), kind="sync-runs", scope=integration.id)
+    runs, token = request.app.runs.list(integration.id, top=top, continuation_token=after)
+    return ok([run.to_api() for run in runs], continuation_token=seal_page(request.app.settings, "sync-runs", integration.id, token))
 
 
 def get_run(request: Request) -> func.HttpResponse:

@@ -28,6 +28,7 @@ def housekeeping(app: App) -> dict[str, Any]:
     except Exception:  # noqa: BLE001
         log.exception("housekeeping: webhook retries failed")
     summary["logsRemoved"], summary["retentionChecked"] = _retention_batch(app)
+    summary["changesPruned"] = _prune_changes(app)
     try:  # secrets still under a previous CREDENTIALS_KEY, a bounded batch per tick
         summary["keysReencrypted"] = reencrypt_integrations(app, limit=200).to_dict()
     except Exception:  # noqa: BLE001
@@ -68,3 +69,42 @@ def _retention_batch(app: App, batch: int = RETENTION_BATCH) -> tuple[int, int]:
     except Exception:  # noqa: BLE001
         log.exception("housekeeping: could not save the retention cursor")
     return removed, checked
+
+
+def _prune_changes(app: App, seconds: float = 20.0) -> int:
+    """Change feed retention (design.md §13) for the integrations of this tick's retention
+    batch would be the natural unit; until housekeeping is split into budgeted steps, a
+    bounded pass over a round-robin batch of its own."""
+    from shared.entities import ENTITY_TYPES
+    from shared.keys import record_partitions
+    from shared.storage.changes import prune_changes
+
+    cursor_table = app.store.table(CURSOR_TABLE)
+    try:
+        token = cursor_table.get_entity("cursor", "changes").get("token") or None
+    except Exception:  # noqa: BLE001 - missing or unreadable: start over
+        token = None
+    deadline = app.clock.monotonic() + seconds
+    cutoff = app.clock.now() - timedelta(days=app.settings.change_feed_retention_days)
+    tables = list(dict.fromkeys(entity.table for entity in ENTITY_TYPES.values()))
+    removed = 0
+    try:
+        items, next_token = app.integrations.list_page_all(top=RETENTION_BATCH, continuation_token=token)
+    except Exception:  # noqa: BLE001 - a bad cursor starts over
+        log.exception("housekeeping: change feed retention listing failed; starting over")
+        items, next_token = [], None
+    for integration in items:
+        try:
+            result = prune_changes(app.store, tables, record_partitions(integration.id), cutoff, deadline=deadline, monotonic=app.clock.monotonic)
+        except Exception:  # noqa: BLE001
+            log.exception("housekeeping: change feed retention of integration %s failed", integration.id)
+            continue
+        removed += result.removed
+        if not result.complete:
+            next_token = token  # out of budget: this batch again next tick
+            break
+    try:
+        cursor_table.upsert_entity({"PartitionKey": "cursor", "RowKey": "changes", "token": next_token or ""})
+    except Exception:  # noqa: BLE001
+        log.exception("housekeeping: could not save the change feed retention cursor")
+    return removed

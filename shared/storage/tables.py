@@ -11,8 +11,10 @@ import os
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator
+import random
+from typing import Any, AsyncContextManager, Callable, Iterable, Iterator, Mapping, Protocol
 
+from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError
 from azure.data.tables.aio import TableServiceClient as AsyncTableServiceClient
@@ -25,10 +27,31 @@ MAX_TRANSACTION = 100  # Table Storage: at most 100 operations, one PartitionKey
 TRANSPORT_RETRIES = 3  # a transaction whose connection dropped is sent again (the SDK does not)
 Entity = dict[str, Any]
 Operation = tuple[str, Entity]
-#: Called with the operations of each transaction just before it is sent (a replay of one
-#: entity included); may annotate them and return one more operation on the same partition
-#: that then commits in the same transaction (the change feed's rows, shared/storage/changes.py).
-Attach = Callable[[list[Operation]], Operation | None]
+ATTACH_RETRIES = 12  # a transaction that lost its attachment's race (a sequence number) is sent again
+
+
+class Joined:
+    """What an Attach adds to one transaction: `operations` ("upsert"/"create"/"update-if"
+    tuples, on the same partition) commit with it or not at all."""
+
+    operations: list[tuple[Any, ...]] = []
+
+    def committed(self, results: list[Mapping[str, Any]]) -> None:
+        """The transaction committed; `results` are the metadata (ETags) of `operations`."""
+
+    def conflicted(self, error: HttpResponseError) -> bool:
+        """The transaction was refused: True when it lost a race on the attached rows, so it
+        is sent again (the attach prepares it anew); False reports the failure as usual."""
+        return False
+
+
+class Attach(Protocol):
+    """Joins each transaction (a replay of one entity included) with rows of its own: the
+    change feed's change row and sequence row (shared/storage/changes.py). Entered on the
+    writer loop just before the transaction is sent, left after its outcome is known, so an
+    attach may hold a lock for the partition across the round trip."""
+
+    def transaction(self, client: Any, ops: list[Operation]) -> AsyncContextManager[Joined]: ...
 
 
 class WriteFailure(Exception):
@@ -116,14 +139,15 @@ class TableStore:
         """Apply ("upsert"|"merge"|"delete", entity) operations in <=100-op transactions per
         partition, `write_concurrency` in flight. A refused transaction is replayed entity by
         entity, so one bad entity fails alone; the failures are returned, never raised.
-        `attach` adds one operation to every transaction (see Attach)."""
+        `attach` joins every transaction with rows of its own (see Attach); a transaction that
+        lost the attachment's race is sent again, up to ATTACH_RETRIES times."""
         if not operations:
             return []
         self.table(table)  # created if missing
         by_partition: dict[str, list[tuple[str, Entity]]] = defaultdict(list)
         for op in operations:
             by_partition[op[1]["PartitionKey"]].append(op)
-        size = MAX_TRANSACTION - (1 if attach else 0)
+        size = MAX_TRANSACTION - (2 if attach else 0)  # room for the change row and the sequence row
         chunks = [ops[i : i + size] for ops in by_partition.values() for i in range(0, len(ops), size)]
         return _writer().write(self._target, self._async_factory, f"{self._prefix}{table}", chunks, self._concurrency, attach)
 
@@ -185,24 +209,40 @@ class _AsyncWriter:
         client = service.get_table_client(table)
         slots = asyncio.Semaphore(concurrency)
 
-        async def send(operations: list[tuple[Any, ...]]) -> None:
-            """One transaction; a dropped connection is retried (every operation is idempotent)."""
+        async def send(operations: list[tuple[Any, ...]]) -> Any:
+            """One transaction; a dropped connection is retried (every operation is idempotent;
+            a conditional one that had committed then fails as a lost race and is redone)."""
             for attempt in range(TRANSPORT_RETRIES + 1):
                 try:
-                    await client.submit_transaction(operations)
-                    return
+                    return await client.submit_transaction(operations)
                 except (ServiceRequestError, ServiceResponseError) as error:
                     if attempt == TRANSPORT_RETRIES:
                         raise HttpResponseError(f"storage unreachable: {error}") from error
                     await asyncio.sleep(0.2 * 2**attempt)
-        def transaction(ops: list[tuple[str, Entity]]) -> list[tuple[Any, ...]]:
-            extra = attach(ops) if attach else None
-            return [_operation(*op) for op in ops] + ([_operation(*extra)] if extra else [])
+            return None
+
+        async def commit(ops: list[tuple[str, Entity]]) -> None:
+            """One transaction with what `attach` joins to it, sent again while it loses the
+            attachment's race (another writer took the partition's sequence number first)."""
+            if attach is None:
+                await send([_operation(*op) for op in ops])
+                return
+            for attempt in range(ATTACH_RETRIES + 1):
+                async with attach.transaction(client, ops) as joined:
+                    try:
+                        results = await send([_operation(*op) for op in [*ops, *joined.operations]])
+                    except HttpResponseError as error:
+                        if attempt == ATTACH_RETRIES or not joined.conflicted(error):
+                            raise
+                    else:
+                        joined.committed(list(results or [])[len(ops) :])
+                        return
+                await asyncio.sleep(random.uniform(0, 0.02 * 2 ** min(attempt, 5)))  # let the winner's writes pass
 
         async def submit(chunk: list[tuple[str, Entity]]) -> list[WriteFailure]:
             async with slots:
                 try:
-                    await send(transaction(chunk))
+                    await commit(chunk)
                     return []
                 except (TableTransactionError, HttpResponseError) as error:
                     if len(chunk) == 1:
@@ -211,7 +251,7 @@ class _AsyncWriter:
                 failures = []
                 for op in chunk:
                     try:
-                        await send(transaction([op]))
+                        await commit([op])
                     except (TableTransactionError, HttpResponseError) as error:
                         failures.append(WriteFailure(op[1], error))
                 return failures
@@ -243,7 +283,11 @@ def _writer() -> _AsyncWriter:
         return _writer_instance
 
 
-def _operation(op: str, entity: Entity) -> tuple[Any, ...]:
+def _operation(op: str, entity: Entity, etag: str | None = None) -> tuple[Any, ...]:
+    if op == "create":  # insert only: fails (409) when the entity exists
+        return ("create", entity)
+    if op == "update-if":  # merge only if the entity is still at `etag` (else 412)
+        return ("update", entity, {"mode": "merge", "etag": etag, "match_condition": MatchConditions.IfNotModified})
     if op == "upsert":
         return ("upsert", entity, {"mode": "replace"})
     if op == "merge":
