@@ -1,0 +1,82 @@
+"""Entity-group transactions written by shared/storage/batch.py (not the SDK's submit_transaction):
+what they store must read back exactly as what the SDK itself stores, and refusals must come
+back per entity with Table Storage's error code. Against real Azurite."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from devtools.azurite import AzuriteServer
+from shared.storage.tables import TableStore
+
+
+@pytest.fixture
+def store(azurite: AzuriteServer) -> TableStore:
+    return TableStore(azurite.connection_string, prefix="b" + uuid.uuid4().hex[:8])
+
+
+def _values() -> dict[str, Any]:
+    return {
+        "text": "Möbel \"quoted\" ' and \\ ünïcode ✓", "empty": "", "small": 7, "negative": -2**31, "big": (2**40, "Edm.Int64"),
+        "price": 12.5, "whole": 3.0, "nan": float("nan"), "flag": True, "off": False, "missing": None,
+        "when": datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc), "blob": b"\x00\x01bytes", "guid": uuid.UUID(int=5),
+    }
+
+
+def test_every_value_type_reads_back_as_the_sdk_stores_it(store: TableStore) -> None:
+    keys = [("p|1", "a'b"), ("p|1", "c%2Fd"), ("p 2", "e f")]
+    store.write("Batch", [("upsert", {"PartitionKey": pk, "RowKey": rk, **_values()}) for pk, rk in keys])
+    client = store.table("Batch")
+    client.upsert_entity({"PartitionKey": "sdk", "RowKey": "sdk", **_values()})  # the SDK's own write
+    reference = client.get_entity("sdk", "sdk")
+    for pk, rk in keys:
+        got = client.get_entity(pk, rk)
+        assert (got["PartitionKey"], got["RowKey"]) == (pk, rk)
+        for name in _values():
+            if name == "missing":
+                assert name not in got
+            elif name == "nan":
+                assert got[name] != got[name] and reference[name] != reference[name]
+            else:
+                assert got[name] == reference[name], name
+                assert type(got[name]) is type(reference[name]), name
+
+
+def test_merge_keeps_other_properties_and_upsert_replaces(store: TableStore) -> None:
+    store.write("Batch", [("upsert", {"PartitionKey": "p", "RowKey": "m", "a": "1", "b": "2"}),
+                          ("upsert", {"PartitionKey": "p", "RowKey": "u", "a": "1", "b": "2"})])
+    store.write("Batch", [("merge", {"PartitionKey": "p", "RowKey": "m", "a": "x"}),
+                          ("upsert", {"PartitionKey": "p", "RowKey": "u", "a": "x"})])
+    client = store.table("Batch")
+    merged, replaced = client.get_entity("p", "m"), client.get_entity("p", "u")
+    assert (merged["a"], merged["b"]) == ("x", "2")
+    assert replaced["a"] == "x" and "b" not in replaced
+
+
+def test_a_refused_operation_fails_alone_with_the_services_code(store: TableStore) -> None:
+    store.write("Batch", [("create", {"PartitionKey": "p", "RowKey": "taken", "v": 1})])
+    failures = store.write("Batch", [
+        ("upsert", {"PartitionKey": "p", "RowKey": "one", "v": 1}),
+        ("create", {"PartitionKey": "p", "RowKey": "taken", "v": 2}),  # exists: 409
+        ("update", {"PartitionKey": "p", "RowKey": "absent", "v": 3}),  # missing: 404
+        ("delete", {"PartitionKey": "p", "RowKey": "gone"}),  # missing: 404
+        ("upsert", {"PartitionKey": "p", "RowKey": "two", "v": 1}),
+    ])
+    codes = {f.entity["RowKey"]: getattr(f.error, "error_code", None) for f in failures}
+    assert codes == {"taken": "EntityAlreadyExists", "absent": "ResourceNotFound", "gone": "ResourceNotFound"}
+    client = store.table("Batch")
+    assert client.get_entity("p", "taken")["v"] == 1
+    assert [e["RowKey"] for e in client.query_entities("PartitionKey eq 'p'")] == ["one", "taken", "two"]
+
+
+def test_a_conditional_update_with_a_stale_etag_is_refused(store: TableStore) -> None:
+    client = store.table("Batch")
+    client.upsert_entity({"PartitionKey": "p", "RowKey": "seq", "value": 1})
+    etag = client.get_entity("p", "seq").metadata["etag"]
+    assert store.write("Batch", [("update-if", {"PartitionKey": "p", "RowKey": "seq", "value": 2}, etag)]) == []
+    failures = store.write("Batch", [("update-if", {"PartitionKey": "p", "RowKey": "seq", "value": 3}, etag)])
+    assert [getattr(f.error, "error_code", None) for f in failures] == ["UpdateConditionNotSatisfied"]
+    assert client.get_entity("p", "seq")["value"] == 2
