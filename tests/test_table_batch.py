@@ -80,3 +80,31 @@ def test_a_conditional_update_with_a_stale_etag_is_refused(store: TableStore) ->
     failures = store.write("Batch", [("update-if", {"PartitionKey": "p", "RowKey": "seq", "value": 3}, etag)])
     assert [getattr(f.error, "error_code", None) for f in failures] == ["UpdateConditionNotSatisfied"]
     assert client.get_entity("p", "seq")["value"] == 2
+
+
+def test_queries_read_back_every_page_with_types_and_etags(store: TableStore) -> None:
+    values = {k: v for k, v in _values().items() if k not in ("missing", "nan")}
+    store.write("Batch", [("upsert", {"PartitionKey": "q", "RowKey": f"{i:04d}", "n": i, **values}) for i in range(250)])
+    store.write("Batch", [("upsert", {"PartitionKey": "other", "RowKey": "x", "n": 1})])
+    client = store.table("Batch")
+    reference = list(client.query_entities("PartitionKey eq 'q'"))  # the SDK's own reading
+    pages = list(store.query_pages("Batch", "PartitionKey eq @pk and n ge @low", parameters={"pk": "q", "low": 10}, page_size=100))
+    assert [len(page) for page in pages] == [100, 100, 40]  # continuation followed to the end
+    got = [row for page in pages for row in page]
+    assert [row["RowKey"] for row in got] == [f"{i:04d}" for i in range(10, 250)]
+    for mine, theirs in zip(got, reference[10:]):
+        assert dict(mine) == dict(theirs)
+        assert mine.metadata["etag"] == theirs.metadata["etag"] and mine.metadata["etag"]
+    projected = next(store.query("Batch", "PartitionKey eq 'q'", select=["RowKey", "price"]))
+    assert dict(projected) == {"RowKey": "0000", "price": 12.5}
+
+
+def test_a_query_on_a_missing_table_raises_the_sdks_error(azurite: AzuriteServer) -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    store = TableStore(azurite.connection_string, prefix="b" + uuid.uuid4().hex[:8])
+    client = store.table("Gone")
+    store._service.delete_table(client.table_name)  # noqa: SLF001 - the table vanishes under the store
+    with pytest.raises(HttpResponseError) as raised:
+        list(store.query("Gone", "PartitionKey eq 'x'"))
+    assert raised.value.status_code == 404
