@@ -97,6 +97,11 @@ def test_queries_read_back_every_page_with_types_and_etags(store: TableStore) ->
         assert mine.metadata["etag"] == theirs.metadata["etag"] and mine.metadata["etag"]
     projected = next(store.query("Batch", "PartitionKey eq 'q'", select=["RowKey", "price"]))
     assert dict(projected) == {"RowKey": "0000", "price": 12.5}
+    # braces and quotes in a filter's values (a document's children range ends in '}')
+    store.write("Batch", [("upsert", {"PartitionKey": "{q}", "RowKey": f"o'{i}|x", "n": i}) for i in range(3)])
+    ranged = list(store.query("Batch", "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                              parameters={"pk": "{q}", "low": "o'1|", "high": "o'1}"}))
+    assert [row["RowKey"] for row in ranged] == ["o'1|x"]
 
 
 def test_a_query_on_a_missing_table_raises_the_sdks_error(azurite: AzuriteServer) -> None:

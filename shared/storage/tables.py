@@ -186,7 +186,10 @@ class TableStore:
             params["$select"] = ",".join(select)
         headers = {"x-ms-version": client.api_version, "DataServiceVersion": "3.0", "Accept": "application/json;odata=minimalmetadata"}
         while True:
-            response = client._client.send_request(HttpRequest("GET", f"{base}/{client.table_name}()", params=params, headers=headers))  # noqa: SLF001
+            # The pipeline client itself: the generated client's send_request would read the URL
+            # as a format template, and a filter may hold braces (a children range ends in '}').
+            request = HttpRequest("GET", f"{base}/{client.table_name}()", params=params, headers=headers)
+            response = client._client._client.send_request(request)  # noqa: SLF001
             if response.status_code != 200:
                 raise _decode_error(response)
             yield [_convert_to_entity(row) for row in json.loads(response.content)["value"]]
