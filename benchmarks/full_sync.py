@@ -70,9 +70,10 @@ def measure_records_ceiling(app: Any, table: str, count: int, node: int) -> tupl
 
 
 class StageTimes:
-    """Where a pass's time goes, by wrapping the stages in this process only: map and stored
-    lookup run on the sync thread (while the previous page is written), the write on the
-    pass's write-behind thread, and `wait` is the sync thread waiting for a write to be durable."""
+    """Where a pass's time goes, by wrapping the stages in this process only: the map runs on
+    the sync thread (while the previous page is written), the stored lookup beside it, the
+    write on the pass's write-behind thread, and `wait` is the sync thread waiting for a write
+    to be durable."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {"map": 0.0, "lookup": 0.0, "write": 0.0, "wait": 0.0}
@@ -190,7 +191,7 @@ def main() -> None:
             row(label, meter, total, f"{p.created:>9}{p.updated:>9}{p.unchanged:>10}{run.bcRequests:>8}")
             if p.errors or run.status != "succeeded":
                 print(f"    {run.status}: {p.errors} errors {run.error or ''}")
-            print(f"    sync thread: map {spent['map']:.1f}s, stored lookup {spent['lookup']:.1f}s, waiting for writes {spent['wait']:.1f}s; "
+            print(f"    sync thread: map {spent['map']:.1f}s (the stored lookup, {spent['lookup']:.1f}s, runs meanwhile), waiting for writes {spent['wait']:.1f}s; "
                   f"write-behind thread: writing {spent['write']:.1f}s of {meter.wall:.1f}s; CPU {meter.cpu * 1000 / max(1, total):.3f} ms per record")
             if profiler:
                 out = io.StringIO()

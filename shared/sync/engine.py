@@ -2,7 +2,8 @@
 
     PageLoop (pages.py)   read BC pages from the checkpoint; after each page is written:
                           checkpoint, keep-alive, progress, deadline -> Paused
-      prepare             observe + map + compare page N+1 while page N is written
+      prepare             observe + map + compare page N+1 while page N is written (the
+                          stored lookup starts from BC's ids while the page is mapped)
                           (behind.py: one write in flight, checkpoints in page order)
       map     (stages.py) BC records -> platform records (failures aside)
       compare (stages.py) content hash vs stored: created / updated / unchanged
@@ -157,8 +158,10 @@ class TypeSync:
         for behaviour in self.behaviours:
             behaviour.observe(raws)
         now = to_iso(self.clock.now())
+        compare = self._compare if lookup is None else CompareStage(lookup)
+        stored = compare.start(raws)  # the stored lookup runs while the page is mapped
         mapped = self._map.run(raws, now)
-        compared = (self._compare if lookup is None else CompareStage(lookup)).run(mapped)
+        compared = compare.run(mapped, stored.result())
         return Prepared(mapped, compared, now)
 
     def write(self, prepared: Prepared) -> PageOutcome:
