@@ -72,15 +72,19 @@ def measure_records_ceiling(app: Any, table: str, count: int, node: int) -> tupl
 
 
 class StageTimes:
-    """Wall time the sync thread spends in each stage of a page (map, stored lookup, write),
-    by wrapping those functions in this process only."""
+    """Where a pass's time goes, by wrapping the stages in this process only: the map runs on
+    the sync thread (while the previous page is written), the stored lookup beside it, the
+    write on the pass's write-behind thread, and `wait` is the sync thread waiting for a write
+    to be durable."""
 
     def __init__(self) -> None:
-        self.seconds: dict[str, float] = {"map": 0.0, "lookup": 0.0, "write": 0.0}
+        self.seconds: dict[str, float] = {"map": 0.0, "lookup": 0.0, "write": 0.0, "wait": 0.0}
 
     def install(self) -> "StageTimes":
         import shared.sync.stages as engine
-        from shared.storage.records import RecordWriter, StoredLookup
+        from shared.storage.records import StoredLookup
+        from shared.sync import behind
+        from shared.sync.stages import WriteStage
 
         def timed(stage: str, fn: Any) -> Any:
             def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -93,7 +97,8 @@ class StageTimes:
 
         engine.map_record = timed("map", engine.map_record)  # type: ignore[attr-defined]
         StoredLookup.lookup = timed("lookup", StoredLookup.lookup)  # type: ignore[method-assign]
-        RecordWriter.flush = timed("write", RecordWriter.flush)  # type: ignore[method-assign]
+        WriteStage.run = timed("write", WriteStage.run)  # type: ignore[method-assign]
+        behind._Staged.wait = timed("wait", behind._Staged.wait)  # type: ignore[method-assign]  # noqa: SLF001
         return self
 
     def take(self) -> dict[str, float]:
@@ -199,9 +204,8 @@ def main() -> None:
                 print(f"    {run.status}: {errors} errors {run.error or ''}")
             print(f"    stored-record lookups: {LOOKUP_STATS.pages} BC pages, {LOOKUP_STATS.range_queries} range queries + "
                   f"{LOOKUP_STATS.point_reads} point reads = {LOOKUP_STATS.per_page():.1f} storage queries per BC page")
-            other = meter.wall - sum(spent.values())
-            print(f"    sync thread: map {spent['map']:.1f}s, stored lookup {spent['lookup']:.1f}s, write {spent['write']:.1f}s, "
-                  f"other (waiting for BC, state, progress, lease) {other:.1f}s")
+            print(f"    sync thread: map {spent['map']:.1f}s (the stored lookup, {spent['lookup']:.1f}s, runs meanwhile), waiting for writes {spent['wait']:.1f}s; "
+                  f"write-behind thread: writing {spent['write']:.1f}s of {meter.wall:.1f}s; CPU {meter.cpu * 1000 / max(1, total):.3f} ms per record")
             if profiler:
                 out = io.StringIO()
                 pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
@@ -218,6 +222,11 @@ def main() -> None:
         print(f"re-sync with nothing changed: {rates['full again (no change)']:,.0f} records/s")
         sync_cpu = meters["full (empty platform)"]
         ceiling_cpu = [before_meter, after_meter]
+        own_ceiling = sum(m.cpu for m in ceiling_cpu) / (2 * records)
+        own_sync = sync_cpu.cpu / records
+        print(f"CPU ms per entity, this process (process CPU time / entities): ceiling {own_ceiling * 1000:.3f}, "
+              f"first full sync {own_sync * 1000:.3f}; Azurite: ceiling {sum(m.azurite_cpu for m in ceiling_cpu) * 1000 / (2 * records):.3f}, "
+              f"first full sync {sync_cpu.azurite_cpu * 1000 / records:.3f}")
         per_entity = sum(m.cpu + m.azurite_cpu for m in ceiling_cpu) / (2 * records)
         per_record = (sync_cpu.cpu + sync_cpu.azurite_cpu) / records
         print(f"CPU per entity (this process + Azurite): ceiling {per_entity * 1000:.2f} ms, first full sync {per_record * 1000:.2f} ms: "

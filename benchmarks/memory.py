@@ -1,6 +1,6 @@
 """Peak memory of a first full sync plus a second full sync over what it stored, at two sizes.
 
-    python -m benchmarks.memory [--sizes 20000,200000] [--page-size 1000] [--trace]
+    python -m benchmarks.memory [--sizes 20000,200000] [--page-size 1000] [--runs 1|2] [--trace]
 
 Each size runs in a fresh process (`--child N`) with its own simulator process and Azurite, so
 its peak RSS (getrusage ru_maxrss) is the sync's alone; the bar (issue 7): the larger size within
@@ -27,7 +27,7 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def child(items: int, trace: bool, page_size: int) -> None:
+def child(items: int, trace: bool, page_size: int, runs: int = 2) -> None:
     from benchmarks.support import configure, new_integration, run_once, simulator
     from devtools.azurite import AzuriteServer
     from shared.app import App
@@ -45,12 +45,12 @@ def child(items: int, trace: bool, page_size: int) -> None:
         baseline = rss_mb()
         first, first_s = run_once(app, integration, "full")
         after_first = rss_mb()
-        second, second_s = run_once(app, integration, "full")
+        second, second_s = run_once(app, integration, "full") if runs > 1 else (first, 0.0)
         result: dict[str, Any] = {
             "items": items, "baseline_mb": baseline, "after_first_mb": after_first, "peak_mb": rss_mb(),
             "first_s": first_s, "second_s": second_s,
-            "created": first.progress["products"].created, "unchanged": second.progress["products"].unchanged,
-            "errors": first.progress["products"].errors + second.progress["products"].errors,
+            "created": first.progress["products"].created, "unchanged": second.progress["products"].unchanged if runs > 1 else 0,
+            "errors": first.progress["products"].errors + (second.progress["products"].errors if runs > 1 else 0),
             "failures": [f"{run.status}: {run.error}" for run in (first, second) if run.status != "succeeded"],
         }
         if trace:
@@ -66,10 +66,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="20000,200000", help="comma-separated item counts (first = the reference)")
     parser.add_argument("--trace", action="store_true", help="tracemalloc top growth per size")
     parser.add_argument("--page-size", type=int, default=1000, help="BC_PAGE_SIZE (the same at every size)")
+    parser.add_argument("--runs", type=int, choices=(1, 2), default=2, help="2: a first full sync and a second over what it stored; 1: the first only")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.trace, args.page_size)
+        return child(args.child, args.trace, args.page_size, args.runs)
 
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"{'items':>8}{'first s':>9}{'second s':>10}{'created':>9}{'unchanged':>11}{'RSS before MB':>15}"
@@ -77,7 +78,7 @@ def main() -> None:
     results = []
     for items in sizes:
         started = time.perf_counter()
-        command = [sys.executable, "-m", "benchmarks.memory", "--child", str(items), "--page-size", str(args.page_size)]
+        command = [sys.executable, "-m", "benchmarks.memory", "--child", str(items), "--page-size", str(args.page_size), "--runs", str(args.runs)]
         command += ["--trace"] if args.trace else []
         done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
         r = json.loads(done.stdout.strip().splitlines()[-1])

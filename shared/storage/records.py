@@ -123,12 +123,13 @@ class StoredLookup:
         for (then the first server page already says so: it is asked for just past the limit)."""
         wanted = set(keys)
         limit = 2 * len(keys) + 50
-        pages = self._store.table(self._table).query_entities(
+        pages = self._store.query_pages(
+            self._table,
             "PartitionKey eq @pk and RowKey ge @low and RowKey le @high",
             parameters={"pk": partition, "low": keys[0], "high": keys[-1]},
             select=INDEX_FIELDS,
-            results_per_page=min(1000, limit + 1),
-        ).by_page()
+            page_size=min(1000, limit + 1),
+        )
         found: dict[str, Existing] = {}
         count = 0
         for page in pages:

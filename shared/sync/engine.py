@@ -2,6 +2,9 @@
 
     PageLoop (pages.py)   read BC pages from the checkpoint; after each page is written:
                           checkpoint, keep-alive, progress, deadline -> Paused
+      prepare             observe + map + compare page N+1 while page N is written (the
+                          stored lookup starts from BC's ids while the page is mapped)
+                          (behind.py: one write in flight, checkpoints in page order)
       map     (stages.py) BC records -> platform records (failures aside)
       compare (stages.py) content hash vs stored: created / updated / unchanged
       write   (stages.py) behaviours first (lines), then records + change rows -> PageOutcome
@@ -24,8 +27,9 @@ from shared.storage.state import Checkpoint, SyncStateRepository
 from shared.storage.tables import TableStore
 from shared.sync import behaviours as declared_behaviours
 from shared.sync.behaviour import Behaviour, PassContext, PassPlan
-from shared.sync.outcome import PageOutcome
-from shared.sync.pages import PageLoop, PassOptions, Paused, Position
+from shared.sync.behind import WriteBehind
+from shared.sync.outcome import PageOutcome, Prepared
+from shared.sync.pages import PageLoop, PassOptions, Paused, Position, Staged
 from shared.sync.rows import Rows, storage_message
 from shared.sync.stages import CompareStage, MapStage, WriteStage
 from shared.sync.window import SINCE_SUFFIX, Window, advance, newest, oldest
@@ -116,13 +120,21 @@ class TypeSync:
                     start_url=link,
                 )
 
-            def handle(page: Any, closing: bool) -> Position:
-                outcome = self.process(page.records)
+            def settle(outcome: PageOutcome) -> Position:
+                self.result.add(outcome.counters)
                 position.max_seen = newest(position.max_seen, outcome.newest)
                 floor[0] = oldest(floor[0], outcome.failed_floor)
                 return position
 
-            loop.walk(read, handle, resume_link=checkpoint.next_link if checkpoint else None, watermark=kept, progress=lambda: self.result)
+            def handle(page: Any, closing: bool) -> Staged:
+                prepared = self.prepare(page.records)  # while the previous page is written
+                return behind.stage(lambda: self.write(prepared), settle)
+
+            behind = WriteBehind(self.entity.key)
+            try:
+                loop.walk(read, handle, resume_link=checkpoint.next_link if checkpoint else None, watermark=kept, progress=lambda: self.result)
+            finally:
+                behind.close()
             if window.may_advance(state.watermark, lower):
                 loop.save(advance(state.watermark, position.max_seen, started_at, floor[0]))
             else:
@@ -139,12 +151,23 @@ class TypeSync:
     # -- one page -------------------------------------------------------------------------
     def process(self, records: Iterable[dict[str, Any]], lookup: StoredLookup | None = None) -> PageOutcome:
         """Map, compare and write one page; its counters are added to the pass's."""
+        outcome = self.write(self.prepare(records, lookup))
+        self.result.add(outcome.counters)
+        return outcome
+
+    def prepare(self, records: Iterable[dict[str, Any]], lookup: StoredLookup | None = None) -> Prepared:
+        """Map and compare one page (nothing written): the part that overlaps the previous
+        page's write."""
         raws = records if isinstance(records, list) else list(records)
         for behaviour in self.behaviours:
             behaviour.observe(raws)
         now = to_iso(self.clock.now())
+        compare = self._compare if lookup is None else CompareStage(lookup)
+        stored = compare.start(raws)  # the stored lookup runs while the page is mapped
         mapped = self._map.run(raws, now)
-        compared = (self._compare if lookup is None else CompareStage(lookup)).run(mapped)
-        outcome = self._write.run(mapped, compared, now)
-        self.result.add(outcome.counters)
-        return outcome
+        compared = compare.run(mapped, stored.result())
+        return Prepared(mapped, compared, now)
+
+    def write(self, prepared: Prepared) -> PageOutcome:
+        """Write a prepared page (the pass's counters are the caller's to add)."""
+        return self._write.run(prepared.mapped, prepared.compared, prepared.now)

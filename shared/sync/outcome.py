@@ -40,6 +40,15 @@ class Compared:
 
 
 @dataclass
+class Prepared:
+    """A page mapped and compared, ready for the write stage."""
+
+    mapped: Mapped
+    compared: Compared
+    now: str
+
+
+@dataclass
 class Part:
     """What a behaviour wrote beside the page's records before them (a document's lines):
     its counters, and the records it could not complete (row key -> message, data), which

@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 
 
-def prefetch(source: Iterator[T], depth: int = 1) -> Iterator[T]:
-    """Yield from `source`, produced `depth` items ahead in a thread; errors re-raise here."""
+IDLE_SECONDS = 0.05
+
+
+def prefetch(source: Iterator[T], depth: int = 1, idle: Callable[[], None] | None = None) -> Iterator[T]:
+    """Yield from `source`, produced `depth` items ahead in a thread; errors re-raise here.
+    `idle` is called every IDLE_SECONDS while the consumer waits for the next item (the page
+    loop checkpoints a finished background write then); what it raises ends the iteration."""
     slots: "queue.Queue[tuple[str, object]]" = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -35,7 +40,12 @@ def prefetch(source: Iterator[T], depth: int = 1) -> Iterator[T]:
     worker.start()
     try:
         while True:
-            kind, value = slots.get()
+            try:
+                kind, value = slots.get(timeout=IDLE_SECONDS) if idle else slots.get()
+            except queue.Empty:
+                assert idle is not None
+                idle()
+                continue
             if kind == "item":
                 yield value  # type: ignore[misc]
             elif kind == "done":

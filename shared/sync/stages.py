@@ -11,6 +11,7 @@ small object with one job that returns its result instead of changing the pass.
   error` (the last good version stays)."""
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
@@ -57,13 +58,25 @@ class MapStage:
         return Mapped(mapped, failed, latest, read)
 
 
+#: Stored lookups started before their page is mapped (shared by the passes of a process).
+_LOOKUPS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lookup-ahead")
+
+
 class CompareStage:
     def __init__(self, lookup: StoredLookup) -> None:
         self.lookup = lookup
 
-    def run(self, mapped: Mapped) -> Compared:
-        keys = [r.row_key for r in mapped.records] + [k for k in (safe_key(raw) for raw, _ in mapped.failed) if k]
-        existing = self.lookup.lookup(keys)
+    def start(self, raws: list[dict[str, Any]]) -> "Future[dict[str, Existing]]":
+        """Look the page's stored records up in the background while the page is mapped: the
+        keys come from BC's ids (the same keys mapping gives the records), so the storage round
+        trips overlap the mapping's CPU."""
+        keys = [k for k in (safe_key(raw) for raw in raws) if k]
+        return _LOOKUPS.submit(self.lookup.lookup, keys)
+
+    def run(self, mapped: Mapped, existing: dict[str, Existing] | None = None) -> Compared:
+        if existing is None:
+            keys = [r.row_key for r in mapped.records] + [k for k in (safe_key(raw) for raw, _ in mapped.failed) if k]
+            existing = self.lookup.lookup(keys)
         changes: list[Change] = []
         unchanged = 0
         for record in mapped.records:
