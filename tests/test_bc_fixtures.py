@@ -21,7 +21,8 @@ from shared.bc.auth import TokenProvider
 from shared.bc.client import BCClient, service_root
 from shared.entities import ENTITY_TYPES
 from shared.errors import BCAuthError, BCCompanyNotFound, BCError, BCUnavailable
-from shared.mapping import ZERO_GUID, map_record
+from shared.bcvalues import ZERO_GUID
+from shared.mapping import map_record
 from tests.support import FakeClock
 from tests.test_bcsim import bc_url, client, read_all
 

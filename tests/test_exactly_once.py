@@ -195,7 +195,8 @@ def test_reconcile_flags_what_bc_no_longer_has_and_deletes_nothing(api: Api, app
     assert all(suppliers[v]["deletedAt"] for v in gone_vendors)
     assert _flagged(_rows(app, "SalesOrders", created["id"])) == {order}
     lines = _rows(app, "SalesOrderLines", created["id"])
-    assert lines_before and lines_before <= set(lines) and not _flagged(lines)
+    # The lines of a flagged order are flagged with it, never left live (design.md §11), and kept.
+    assert lines_before and lines_before <= set(lines) and _flagged(lines) == lines_before
     items_read = [r for r in _calls(sim, "items") if r.query.get("$select") == "id"]
     assert items_read and all(r.query.get("$orderby") == "id" for r in items_read)
     log = api.get(f"integrations/{created['id']}/sync-logs", params={"entityType": "SUPPLIER", "top": 1}).data[0]
@@ -370,7 +371,7 @@ def test_a_resumed_full_pass_keeps_its_start_as_the_stock_mark(api: Api, app: Ap
     assert run_slice(app, started.integration, started.run, budget_seconds=0).state == "continued"
     checkpoint = app.states.get(created["id"], "products").checkpoint
     assert checkpoint is not None
-    first_item = sorted(i["id"] for i in sim.company().records("items"))[0]
+    first_item = sorted(_rows(app, "Products", created["id"]))[0]  # an item of the first page (BC's order)
     sim.company().post_stock(first_item, 11)
     clock.advance(3600)
     assert [o.state for o in drain(app)] == ["finished"]

@@ -335,9 +335,13 @@ def test_a_worker_killed_mid_slice_leaves_a_message_that_finishes_the_run_exactl
         message_id, pop_receipt = worker.stdout.readline().split()  # type: ignore[union-attr]
         hold.wait()
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(_records(app, "Products", integration["id"])) < 100:
+        def checkpointed() -> bool:  # page 1 written, then its checkpoint saved (the write-behind order)
+            state = app.states.get(integration["id"], "products")
+            return state.checkpoint is not None
+
+        while time.monotonic() < deadline and not checkpointed():
             time.sleep(0.05)  # page 1 is being written (a real condition; the bound only ends a failing test)
-        assert len(_records(app, "Products", integration["id"])) == 100  # page 1 stored, page 2 pending
+        assert checkpointed() and len(_records(app, "Products", integration["id"])) == 100  # page 1 stored, page 2 pending
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
