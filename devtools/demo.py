@@ -3,9 +3,12 @@
 Starts Azurite (in memory), the BC simulator (demo company CRONUS International Ltd.) and the
 local Functions host (HTTP routes and the runs queue's trigger), then drives the real HTTP API:
 create an integration, test connection, full sync, a second full sync, changes in "BC", a delta
-sync, an asynchronous full sync with live progress, the runs, and the sync logs. Then a second
-integration connected by delegated sign-in (authorize, the simulator's sign-in page followed the
-way a browser follows redirects, the callback), its company picked from the list, and a sync."""
+sync, an asynchronous full sync with live progress, the runs, the sync logs and the change feed. Then
+BC posts a sales order (its invoice arrives by delta, a reconcile flags the order "posted"),
+deletes another and commits a vendor late (a reconcile restores it and proves each type
+complete), and a line-only edit arrives by BC's change notification. Then a second integration
+connected by delegated sign-in (authorize, the simulator's sign-in page followed the way a
+browser follows redirects, the callback), its company picked from the list, and a sync."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +17,7 @@ import json
 import os
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,8 @@ from devtools.screenshot import portal_screenshot
 ROOT = Path(__file__).resolve().parent.parent
 USER = "demo-user@contoso.com"
 SCREENSHOT = ROOT / ".bench" / "portal.png"
-ALL_TYPES = ["suppliers", "products", "customers", "salesOrders", "ledgerEntries"]
+ALL_TYPES = ["suppliers", "products", "customers", "salesOrders", "ledgerEntries",
+             "salesInvoices", "salesCreditMemos", "purchaseInvoices", "accounts"]
 
 
 def heading(text: str) -> None:
@@ -45,15 +50,15 @@ def heading(text: str) -> None:
 
 
 def show_counts(data: dict[str, Any]) -> None:
-    print(f"  {'data type':<15}{'created':>9}{'updated':>9}{'unchanged':>11}{'errors':>8}  status")
+    print(f"  {'data type':<17}{'created':>9}{'updated':>9}{'unchanged':>11}{'errors':>8}  status")
     for key, c in data.items():
-        extra = []
+        extra = [f"{name} {c[name]}" for name in ("restored", "deleted", "undeleted") if c.get(name)]
         if c.get("linesWritten") or c.get("linesDeleted"):
             extra.append(f"lines written {c.get('linesWritten', 0)}, removed {c.get('linesDeleted', 0)}")
         if c.get("stockRefreshed"):
             extra.append(f"stock refreshed {c['stockRefreshed']}")
         note = f"  ({'; '.join(extra)})" if extra else ""
-        print(f"  {key:<15}{c['created']:>9}{c['updated']:>9}{c.get('unchanged', 0):>11}{c['errors']:>8}  {c.get('status', '')}{note}")
+        print(f"  {key:<17}{c['created']:>9}{c['updated']:>9}{c.get('unchanged', 0):>11}{c['errors']:>8}  {c.get('status', '')}{note}")
 
 
 class Client:
@@ -83,8 +88,11 @@ def watch_async_run(api: Client, iid: str) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         run = api.call("GET", location.removeprefix("/api"))
-        bars = "  ".join(f"{key} {_percent(p)}" for key, p in run["progress"].items())
-        line = f"  {run['status']:<9} {bars}"
+        progress = run["progress"]
+        done = sum(1 for p in progress.values() if p["done"])
+        reading = sum(1 for p in progress.values() if p["read"])
+        line = (f"  {run['status']:<9} {sum(p['read'] for p in progress.values()):>5} records read,"
+                f" {reading} of {len(progress)} types started, {done} done")
         if line != last:
             print(line)
             last = line
@@ -94,12 +102,6 @@ def watch_async_run(api: Client, iid: str) -> None:
         time.sleep(0.05)
     print("  ! the run did not finish within 2 minutes")
     sys.exit(1)
-
-
-def _percent(progress: dict[str, Any]) -> str:
-    if progress["done"]:
-        return "done"
-    return f"{progress['read']} read"
 
 
 def make_changes(sim: BCSimulator) -> list[str]:
@@ -131,6 +133,115 @@ def make_changes(sim: BCSimulator) -> list[str]:
         f"order {shrinking['number']}: a line removed ({len(second_lines)} -> {len(second_lines) - 1} lines)",
         "2 general ledger entries posted",
     ]
+
+
+def record(api: Client, iid: str, data_type: str, external_id: str) -> dict[str, Any] | None:
+    """One stored record from the read API (None when it is not stored)."""
+    response = api.http.get(f"/integrations/{iid}/records/{data_type}/{external_id}")
+    if response.status_code == 404:
+        return None
+    payload = response.json()
+    if not payload.get("success"):
+        print(f"  ! GET records/{data_type}/{external_id} -> HTTP {response.status_code}: {json.dumps(payload['error'])}")
+        sys.exit(1)
+    return payload["data"]
+
+
+def posting_and_reconcile(api: Client, sim: BCSimulator, iid: str) -> None:
+    """BC posts an order (the order leaves salesOrders, an invoice appears), deletes another
+    and commits a vendor late, stamped before the delta's look-back: the delta brings the
+    invoice but misses the vendor; the reconcile restores it, flags both orders with their
+    reason and proves every type complete."""
+    company = sim.company()
+    sim.advance(60)
+    orders = [o for o in company.records("salesOrders") if company.lines(o["id"])]
+    posted, deleted = orders[2], orders[3]
+    invoice = company.post_sales_order(posted["id"])
+    company.delete("salesOrders", deleted["id"])
+    stamp = sim.now - timedelta(hours=1)
+    late = company.add("vendors", {"displayName": "Late Commit Supplies"}, modified_at=stamp, committed=False)
+    company.commit()
+
+    heading("Posting and a late commit in Business Central")
+    print(f"  - order {posted['number']} posted (shipped and invoiced): invoice {invoice['number']}, the order leaves salesOrders")
+    print(f"  - order {deleted['number']} deleted")
+    print(f"  - vendor {late['number']} \"{late['displayName']}\" committed now by a long transaction,"
+          f" stamped an hour ago ({stamp:%H:%M:%S}Z, before the last delta's watermark minus its look-back)")
+
+    heading('Delta sync (POST .../dynamics/sync {"mode": "delta"}): the invoice arrives')
+    show_counts(api.call("POST", f"/integrations/{iid}/dynamics/sync", {"mode": "delta"}))
+    stored_invoice = record(api, iid, "salesInvoices", invoice["id"])
+    if stored_invoice is None:
+        print(f"  ! invoice {invoice['number']} was not stored by the delta")
+        sys.exit(1)
+    print(f"  invoice {stored_invoice['number']}: orderExternalId {stored_invoice['orderExternalId']},"
+          f" orderNumber {stored_invoice['orderNumber']}, {len(stored_invoice['lines'])} line(s),"
+          f" total {stored_invoice.get('totalAmountIncludingTax')}")
+    missed = record(api, iid, "suppliers", late["id"]) is None
+    print(f"  vendor {late['number']} stored by the delta: {'no (its stamp is older than the look-back)' if missed else 'yes'}")
+
+    heading('Reconcile (POST .../dynamics/sync {"mode": "reconcile"})')
+    show_counts(api.call("POST", f"/integrations/{iid}/dynamics/sync", {"mode": "reconcile"}))
+    for label, order in (("posted", posted), ("deleted", deleted)):
+        view = record(api, iid, "salesOrders", order["id"]) or {}
+        lines = view.get("lines", [])
+        print(f"  order {order['number']} ({label} in BC): deletedInBC {view.get('deletedInBC')}, deletedReason"
+              f" {view.get('deletedReason')!r}, invoiceExternalIds {view.get('invoiceExternalIds')},"
+              f" {len(lines)} line(s) flagged {sorted({ln.get('deletedReason') for ln in lines}, key=str)}")
+    restored = record(api, iid, "suppliers", late["id"])
+    print(f"  vendor {late['number']} stored now: {'yes, name ' + repr(restored['name']) if restored else 'no'}")
+
+    heading("Completeness (GET /api/integrations/{id}: completeness)")
+    completeness = api.call("GET", f"/integrations/{iid}")["completeness"]
+    for data_type in ALL_TYPES:
+        c = completeness.get(data_type)
+        if not c:
+            print(f"  {data_type:<17}not verified")
+            continue
+        verdict = "verified complete" if c["storedCount"] == c["bcCount"] else "INCOMPLETE"
+        print(f"  {data_type:<17}{verdict}: {c['storedCount']:,} of {c['bcCount']:,} at {c['verifiedAt']}"
+              f"  (flagged deletedInBC: {c['deletedInBC']})")
+
+
+def line_edit_by_notification(api: Client, sim: BCSimulator, iid: str, host_url: str) -> None:
+    """Realtime: BC edits only a line's description (the order's timestamp stays, so no delta
+    sees it), tells the subscription the order was updated, and the run that notification
+    queues reads the order by id."""
+    os.environ["PUBLIC_BASE_URL"] = host_url  # where BC sends notifications (plain http: loopback only)
+    sim.webhooks.delay_seconds = 0.5  # BC batches for 30 s; the demo does not wait that long
+    heading('Realtime (PATCH .../integrations/{id} {"realtime": true})')
+    current = api.call("PATCH", f"/integrations/{iid}", {"realtime": True})
+    subs = current["realtime"]["subscriptions"]
+    print("  subscriptions: " + ", ".join(f"{k} {v['status']}" for k, v in subs.items()))
+    print(f"  notificationUrl {host_url}/api/bc/notifications (BC's validation handshake answered for each)")
+
+    company = sim.company()
+    order = next(o for o in company.records("salesOrders") if company.lines(o["id"]))
+    line = company.lines(order["id"])[0]
+    before = next(ln for ln in (record(api, iid, "salesOrders", order["id"]) or {}).get("lines", []) if ln["externalId"] == line["id"])
+    text = "Gift wrapped (edited on the line only)"
+    company.edit_line_only(line["id"], description=text)
+    print(f"  order {order['number']}, line {line['sequence']}: description {before['description']!r} -> {text!r} in BC")
+    unchanged = company.get("salesOrders", order["id"])["lastModifiedDateTime"] == order["lastModifiedDateTime"]
+    print(f"  the order's lastModifiedDateTime {'stays' if unchanged else 'MOVED from'} {order['lastModifiedDateTime']}:"
+          " no delta can see the edit; BC notifies the order's subscription 'updated'")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        runs = [r for r in api.call("GET", f"/integrations/{iid}/sync-runs", top=5) if r["trigger"] == "notification"]
+        if runs and runs[0]["status"] in ("succeeded", "failed"):
+            run = runs[0]
+            print(f"  notification delivered; run {run['runId']} ({run['trigger']}, {run['mode']}) {run['status']}:"
+                  f" salesOrders updated {run['counts'].get('salesOrders', {}).get('updated')}")
+            break
+        time.sleep(0.1)
+    else:
+        print("  ! no notification run finished within 2 minutes")
+        sys.exit(1)
+    after = next(ln for ln in (record(api, iid, "salesOrders", order["id"]) or {}).get("lines", []) if ln["externalId"] == line["id"])
+    print(f"  stored line now (GET .../records/salesOrders/{{id}}): description {after['description']!r}")
+    if after["description"] != text:
+        print("  ! the stored line did not change")
+        sys.exit(1)
 
 
 def delegated(api: Client, sim: BCSimulator, host_url: str) -> str:
@@ -217,7 +328,8 @@ def run(serve: bool) -> None:
             heading("Test connection (POST .../dynamics/test)")
             test = api.call("POST", f"/integrations/{iid}/dynamics/test")
             print(f"  connected: {test['connected']}, company: {test['company']}")
-            print(f"  vendorCount {test['vendorCount']}, itemCount {test['itemCount']}, all counts {test['counts']}")
+            print(f"  vendorCount {test['vendorCount']}, itemCount {test['itemCount']}")
+            print("  counts " + ", ".join(f"{key} {n}" for key, n in test["counts"].items()))
 
             heading("Full sync (POST .../dynamics/sync, no body)")
             show_counts(api.call("POST", f"/integrations/{iid}/dynamics/sync"))
@@ -255,11 +367,13 @@ def run(serve: bool) -> None:
             print(f"  status {current['status']}, lastSyncedAt {current['lastSyncedAt']}, nextSyncAt {current['nextSyncAt']}")
             print(f"  last 24h: {current['statistics']['last24h']}")
 
+            show_delta_changes(api, iid)  # the change feed (issue 13): before later runs change more
+            posting_and_reconcile(api, sim, iid)
+            line_edit_by_notification(api, sim, iid, host.base_url)
+
             delegated(api, sim, host.base_url)
             heading("The monitoring page (GET /api/portal), in headless Chromium")
             print(f"  pressed Sync now and View error log; screenshot: {portal_screenshot(f'{host.base_url}/api/portal', SCREENSHOT)}")
-
-            show_delta_changes(api, iid)  # the change feed (issue 13); keep this the last step
 
             if serve:
                 heading("Serving: try it with curl (Ctrl+C stops)")
@@ -275,9 +389,9 @@ def run(serve: bool) -> None:
 
 
 def show_delta_changes(api: "Client", iid: str, shown: int = 3) -> None:
-    """The demo's last step: the change feed read from the beginning, each record once at its
-    latest change, so the changes stamped after the delta run started are the delta's (later
-    runs of the demo, if any, changed nothing)."""
+    """The change feed read from the beginning, each record once at its latest change, so the
+    changes stamped after the delta run started are the delta's (the runs since, the
+    asynchronous full sync, changed nothing); shown before the posting steps change more."""
     from shared.clock import parse_iso
 
     heading("Change feed (GET .../changes/{dataType}): what the delta sync changed")
@@ -295,7 +409,7 @@ def show_delta_changes(api: "Client", iid: str, shown: int = 3) -> None:
             if not page["hasMore"]:
                 break
         recent = [c for c in changes if parse_iso(c["changedAt"]) >= started]
-        print(f"  {data_type:<15}{len(changes):>5} records in the feed, {len(recent)} changed by the delta sync")
+        print(f"  {data_type:<17}{len(changes):>5} records in the feed, {len(recent)} changed by the delta sync")
         for change in recent[:shown]:
             record = change["record"]
             label = record.get("name") or record.get("number") or record.get("description") or ""
