@@ -62,6 +62,24 @@ class PlatformRecord:
     content_hash: str
     source_modified_at: str | None
     children: list["PlatformRecord"] = field(default_factory=list)
+    source_hash: str = ""  # of BC's record as read (see source_hash): set by the map stage
+
+
+#: Part of every source hash: bump it when mapping changes what a BC record maps to, so the
+#: next sync maps every record again instead of trusting hashes of the old mapping.
+MAPPING_VERSION = "1"
+
+
+def source_salt(entity_key: str, custom: list[dict[str, str]] | None) -> bytes:
+    """What besides BC's record decides its mapping: the data type, the field mappings, the code."""
+    return json.dumps([MAPPING_VERSION, entity_key, custom or []], sort_keys=True).encode("utf-8")
+
+
+def source_hash(raw: dict[str, Any], salt: bytes) -> str:
+    """A hash of BC's record exactly as read (its lines included): equal to the stored one means
+    the record maps to what is stored, so a re-read need not be mapped at all (re-syncs)."""
+    text = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode("utf-8"), key=salt[:64], digest_size=16).hexdigest()
 
 
 def content_hash(properties: dict[str, Any], children: list[PlatformRecord] = ()) -> str:  # type: ignore[assignment]

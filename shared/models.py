@@ -26,7 +26,7 @@ PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 #: Properties the service writes itself: a mapping may not overwrite them.
 RESERVED_TARGETS = frozenset(
     {"PartitionKey", "RowKey", "Timestamp", "externalId", "externalSystem", "userId", "integrationId", "syncStatus",
-     "syncError", "lastSyncedAt", "sourceModifiedAt", "contentHash", "lineIds", "conflictAt", "platformModifiedAt",
+     "syncError", "lastSyncedAt", "sourceModifiedAt", "contentHash", "sourceHash", "lineIds", "conflictAt", "platformModifiedAt",
      "deletedInBC", "deletedAt", "deletedReason", "changeKey"}
 ) | SERVICE_PROPERTIES
 #: The data type keys, from their declarations (a new data type needs no change here).

@@ -6,16 +6,33 @@ import json
 import logging
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 
-from devtools.bcsim import DEMO_ENVIRONMENT, DEMO_TENANT_ID, BCSimulator
-from tests.support import Api
+from devtools.bcsim import DEMO_ENVIRONMENT, DEMO_OAUTH_CLIENT_ID, DEMO_OAUTH_CLIENT_SECRET, DEMO_TENANT_ID, BCSimulator
+from shared.app import App, use_app
+from shared.settings import load_settings
+from tests.support import Api, FakeClock
 
 REDIRECT_URI = "https://platform.example.test/api/oauth/callback"
 RETURN_URL = "https://app.example.test/integrations/connected"
+
+
+@pytest.fixture(name="app")
+def delegated_app(env: dict[str, str], clock: FakeClock, sim: BCSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    """The test App with the platform's app registration configured (and known to the simulator):
+    a test module that signs in imports this as its `app` fixture."""
+    monkeypatch.setenv("OAUTH_CLIENT_ID", DEMO_OAUTH_CLIENT_ID)
+    monkeypatch.setenv("OAUTH_CLIENT_SECRET", DEMO_OAUTH_CLIENT_SECRET)
+    monkeypatch.setenv("OAUTH_REDIRECT_URI", REDIRECT_URI)
+    sim.register_oauth_app([REDIRECT_URI])
+    instance = App(load_settings(), clock=clock)
+    use_app(instance)
+    yield instance
+    use_app(None)
 
 
 @dataclass

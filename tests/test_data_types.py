@@ -406,3 +406,21 @@ def test_base_url_points_the_integration_at_another_service_root(api: Api, sim: 
     assert reply.data["suppliers"]["created"] == 45 and reply.data["products"]["created"] == 230
     api_paths = [r.path for r in sim.requests if "/api/v2.0/" in r.path]
     assert api_paths and all(p.startswith(f"/v2.0/{DEMO_ENVIRONMENT}/api/v2.0/") for p in api_paths)
+
+
+def test_a_field_mapping_added_later_maps_every_record_again(api: Api, sim: BCSimulator, app: App) -> None:
+    """A re-read BC record whose source hash matches the stored one is not mapped again (re-syncs);
+    the hash covers the field mappings, so a mapping added later reaches every record."""
+    sim.add_extension_field(DEMO_COMPANY_ID, "vendors", "eudrRiskLevel", "Low")
+    integration = synced(api, sim)
+    first = rows(app, "Suppliers")
+    assert len(first) == 45 and all(r["sourceHash"] for r in first.values())
+    again = api.sync(integration["id"], {"mode": "full"})
+    assert again.data["suppliers"]["unchanged"] == 45 and etags(app, "Suppliers") == {k: r.metadata["etag"] for k, r in first.items()}
+    mapping = {"suppliers": [{"source": "eudrRiskLevel", "target": "riskLevel", "type": "text"}]}
+    assert api.patch(f"integrations/{integration['id']}", {"fieldMappings": mapping}).status == 200
+    remapped = api.sync(integration["id"], {"mode": "full"})
+    assert remapped.data["suppliers"]["updated"] == 45, remapped.body
+    assert {r["riskLevel"] for r in rows(app, "Suppliers").values()} == {"Low"}
+    record = api.get(f"integrations/{integration['id']}/records/suppliers/{next(iter(first))}").data
+    assert "sourceHash" not in record and "contentHash" not in record, "bookkeeping is never shown"

@@ -3,30 +3,19 @@ Azurite, the function folders as the Functions host routes them."""
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from devtools.bcsim import (DEMO_COMPANY_ID, DEMO_COMPANY_NAME, DEMO_DECLINING_USER, DEMO_OAUTH_CLIENT_ID,
-                            DEMO_OAUTH_CLIENT_SECRET, DEMO_US_COMPANY_ID, DEMO_USER, BCSimulator)
+                            DEMO_US_COMPANY_ID, DEMO_USER, BCSimulator)
 from shared.app import App, use_app
 from shared.settings import load_settings
+from tests.oauth_support import delegated_app  # noqa: F401 - the `app` fixture
 from tests.oauth_support import (REDIRECT_URI, RETURN_URL, create_delegated, open_in_browser, sign_in, to_callback)
 from tests.support import Api, FakeClock, tick
 
-
-@pytest.fixture
-def app(env: dict[str, str], clock: FakeClock, sim: BCSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
-    """The test App with the platform's app registration configured (and known to the simulator)."""
-    monkeypatch.setenv("OAUTH_CLIENT_ID", DEMO_OAUTH_CLIENT_ID)
-    monkeypatch.setenv("OAUTH_CLIENT_SECRET", DEMO_OAUTH_CLIENT_SECRET)
-    monkeypatch.setenv("OAUTH_REDIRECT_URI", REDIRECT_URI)
-    sim.register_oauth_app([REDIRECT_URI])
-    instance = App(load_settings(), clock=clock)
-    use_app(instance)
-    yield instance
-    use_app(None)
 
 
 def test_sign_in_then_pick_a_company_then_sync(api: Api, app: App, sim: BCSimulator) -> None:

@@ -15,21 +15,11 @@ from devtools.bcsim import DEMO_OAUTH_CLIENT_ID, DEMO_OAUTH_CLIENT_SECRET, BCSim
 from devtools.funchost import FunctionHost
 from shared.app import App, use_app
 from shared.settings import load_settings
+from tests.oauth_support import delegated_app  # noqa: F401 - the `app` fixture
 from tests.oauth_support import (REDIRECT_URI, RETURN_URL, binding_cookie, create_delegated, open_in_browser,
                                  to_callback)
 from tests.support import ROOT, Api, FakeClock
 
-
-@pytest.fixture
-def app(env: dict[str, str], clock: FakeClock, sim: BCSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
-    monkeypatch.setenv("OAUTH_CLIENT_ID", DEMO_OAUTH_CLIENT_ID)
-    monkeypatch.setenv("OAUTH_CLIENT_SECRET", DEMO_OAUTH_CLIENT_SECRET)
-    monkeypatch.setenv("OAUTH_REDIRECT_URI", REDIRECT_URI)
-    sim.register_oauth_app([REDIRECT_URI])
-    instance = App(load_settings(), clock=clock)
-    use_app(instance)
-    yield instance
-    use_app(None)
 
 
 def raw_integration(app: App, user: str, integration_id: str) -> dict[str, Any]:

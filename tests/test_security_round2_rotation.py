@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Iterator
 
 import pytest
 
-from devtools.bcsim import DEMO_COMPANY_ID, DEMO_OAUTH_CLIENT_ID, DEMO_OAUTH_CLIENT_SECRET, BCSimulator
-from shared.app import App, use_app
+from devtools.bcsim import DEMO_COMPANY_ID, BCSimulator
+from shared.app import App
 from shared.keys import encode_key
 from shared.runs.housekeeping import housekeeping
-from shared.settings import load_settings
-from tests.oauth_support import REDIRECT_URI, create_delegated, sign_in
+from tests.oauth_support import delegated_app  # noqa: F401 - the `app` fixture
+from tests.oauth_support import create_delegated, sign_in
 from tests.security_support import rebuild
 from tests.support import Api, FakeClock
 
-
-@pytest.fixture
-def app(env: dict[str, str], clock: FakeClock, sim: BCSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
-    monkeypatch.setenv("OAUTH_CLIENT_ID", DEMO_OAUTH_CLIENT_ID)
-    monkeypatch.setenv("OAUTH_CLIENT_SECRET", DEMO_OAUTH_CLIENT_SECRET)
-    monkeypatch.setenv("OAUTH_REDIRECT_URI", REDIRECT_URI)
-    sim.register_oauth_app([REDIRECT_URI])
-    instance = App(load_settings(), clock=clock)
-    use_app(instance)
-    yield instance
-    use_app(None)
 
 
 def test_a_dormant_delegated_integration_survives_removing_the_old_key(

@@ -20,7 +20,7 @@ from shared.storage.tables import TableStore
 from shared.sync.lineage import links_of
 
 #: Bookkeeping of the store, never shown (syncError stays: it explains syncStatus "error").
-INTERNAL = frozenset({"PartitionKey", "RowKey", "Timestamp", "contentHash", "changeKey", "lineIds"})
+INTERNAL = frozenset({"PartitionKey", "RowKey", "Timestamp", "contentHash", "sourceHash", "changeKey", "lineIds"})
 
 
 def view(entity: dict[str, Any]) -> dict[str, Any]:

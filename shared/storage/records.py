@@ -10,7 +10,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from shared.storage.tables import TableStore, WriteFailure
 
 #: Properties read back to decide created / updated / unchanged without loading whole records.
-INDEX_FIELDS = ["RowKey", "contentHash", "syncStatus", "platformModifiedAt", "lastSyncedAt", "deletedInBC"]
+INDEX_FIELDS = ["RowKey", "contentHash", "sourceHash", "syncStatus", "platformModifiedAt", "lastSyncedAt", "deletedInBC"]
 RANGE_MIN_KEYS = 20  # below this (a small delta), point reads cost less than a range query per partition
 
 
@@ -21,6 +21,7 @@ class Existing:
     platform_modified_at: Any
     last_synced_at: str | None
     deleted_in_bc: bool = False
+    source_hash: str | None = None  # of BC's record as last mapped (shared/mapping.py source_hash)
 
     @classmethod
     def from_entity(cls, entity: dict[str, Any]) -> "Existing":
@@ -30,6 +31,7 @@ class Existing:
             platform_modified_at=entity.get("platformModifiedAt"),
             last_synced_at=entity.get("lastSyncedAt"),
             deleted_in_bc=bool(entity.get("deletedInBC")),
+            source_hash=entity.get("sourceHash"),
         )
 
 

@@ -164,8 +164,9 @@ class TypeSync:
         now = to_iso(self.clock.now())
         compare = self._compare if lookup is None else CompareStage(lookup)
         stored = compare.start(raws)  # the stored lookup runs while the page is mapped
-        mapped = self._map.run(raws, now)
+        mapped = self._map.run(raws, now, stored)
         compared = compare.run(mapped, stored.result())
+        self._map.expect_rereads = compared.unchanged * 2 >= mapped.read > 0  # a re-sync: see MapStage
         return Prepared(mapped, compared, now)
 
     def write(self, prepared: Prepared) -> PageOutcome:

@@ -18,6 +18,7 @@ class Mapped:
     failed: list[tuple[dict[str, Any], RecordError]]
     newest: str | None
     read: int
+    skipped: int = 0  # read again exactly as stored (same source hash): unchanged, not mapped
 
 
 @dataclass

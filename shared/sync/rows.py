@@ -18,6 +18,8 @@ class Rows:
     def record(self, record: PlatformRecord, status: str, now: str) -> dict[str, Any]:
         entity = {"PartitionKey": self.partition_of(record.row_key), "RowKey": record.row_key, **record.properties}
         entity.update(syncStatus=status, lastSyncedAt=now, contentHash=record.content_hash)
+        if record.source_hash:
+            entity["sourceHash"] = record.source_hash
         if status == "conflict":
             entity["conflictAt"] = now
         return entity

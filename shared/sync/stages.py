@@ -20,7 +20,7 @@ from shared.counters import Counters
 from shared.entities import EntityType
 from shared.errors import RecordError
 from shared.keys import record_row_key
-from shared.mapping import PlatformRecord, check_table_limits, map_record
+from shared.mapping import PlatformRecord, check_table_limits, map_record, source_hash, source_salt
 from shared.storage.changes import tracked  # change feed (issue 13): writes carry change rows
 from shared.storage.records import Existing, RecordWriter, StoredLookup
 from shared.storage.tables import TableStore
@@ -36,16 +36,32 @@ class MapStage:
         self.rows = rows
         self.user_id = user_id
         self.custom = custom
+        self._salt = source_salt(entity.key, custom)
+        #: the last page was mostly re-reads (a re-sync): wait for the stored lookup before mapping,
+        #: since most records then need no mapping; otherwise map beside the lookup (first syncs)
+        self.expect_rereads = False
 
-    def run(self, raws: Iterable[dict[str, Any]], now: str) -> Mapped:
+    def run(self, raws: Iterable[dict[str, Any]], now: str, stored: "Future[dict[str, Existing]] | None" = None) -> Mapped:
+        """Map each BC record. A record whose source hash equals the stored one is not mapped at
+        all (a re-read: full re-syncs, look-back windows) once `stored` (the page's lookup) has
+        answered; the map waits for it only while pages are mostly re-reads."""
         mapped: list[PlatformRecord] = []
         failed: list[tuple[dict[str, Any], RecordError]] = []
         latest: str | None = None
-        read = 0
+        read = skipped = 0
+        known = stored.result() if stored is not None and self.expect_rereads else None
         for raw in raws:
             read += 1
+            digest = source_hash(raw, self._salt)
+            if known is None and stored is not None and stored.done():
+                known = stored.result()
+            if known and _same_source(known.get(safe_key(raw) or ""), digest):
+                skipped += 1
+                latest = newest(latest, stamp(raw.get("lastModifiedDateTime")))
+                continue
             try:
                 record = map_record(self.entity, raw, user_id=self.user_id, integration_id=self.rows.integration_id, custom=self.custom)
+                record.source_hash = digest
                 check_table_limits(self.rows.record(record, "synced", now))
                 for child in record.children:
                     check_table_limits(self.rows.line(record, child, now))
@@ -55,7 +71,17 @@ class MapStage:
                 failed.append((raw, error))
                 seen = stamp(raw.get("lastModifiedDateTime"))
             latest = newest(latest, seen)
-        return Mapped(mapped, failed, latest, read)
+        return Mapped(mapped, failed, latest, read, skipped)
+
+
+def _same_source(before: Existing | None, digest: str) -> bool:
+    """Stored from exactly this BC record and nothing to clear (as `_unchanged`)."""
+    return bool(
+        before
+        and before.source_hash == digest
+        and before.sync_status not in ("pending", "error")
+        and not before.deleted_in_bc
+    )
 
 
 #: Stored lookups started before their page is mapped (shared by the passes of a process).
@@ -78,7 +104,7 @@ class CompareStage:
             keys = [r.row_key for r in mapped.records] + [k for k in (safe_key(raw) for raw, _ in mapped.failed) if k]
             existing = self.lookup.lookup(keys)
         changes: list[Change] = []
-        unchanged = 0
+        unchanged = mapped.skipped
         for record in mapped.records:
             before = existing.get(record.row_key)
             if _unchanged(before, record):
