@@ -277,6 +277,8 @@ def delegated(api: Client, sim: BCSimulator, host_url: str) -> str:
     for company in api.call("GET", f"/integrations/{iid}/dynamics/companies"):
         print(f"  {company['id']}  {company['displayName']}")
     api.call("PATCH", f"/integrations/{iid}", {"companyId": DEMO_US_COMPANY_ID})
+    tested = api.call("POST", f"/integrations/{iid}/dynamics/test")  # the page then names the company
+    print(f"  test connection: connected to {tested['company']}")
 
     heading("Sync it (the access token comes silently from the stored refresh token)")
     show_counts(api.call("POST", f"/integrations/{iid}/dynamics/sync"))

@@ -222,6 +222,8 @@ def update(request: Request) -> func.HttpResponse:
             setattr(integration, name, getattr(body, name))
         if "companyId" in fields:
             integration.companyId = integration.companyId.lower()
+            if integration.companyId != current.companyId:
+                integration.companyName = None  # learned again from the new company (test or sync)
         if "clientId" in fields:
             integration.clientId = integration.clientId.lower()
         if "tenantId" in fields:
