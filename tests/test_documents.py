@@ -189,7 +189,9 @@ def _view(api: Api, integration_id: str, data_type: str, external_id: str) -> di
     return reply.data
 
 
-def test_a_posted_order_is_flagged_posted_and_a_deleted_one_deleted_with_their_lines(api: Api, app: App, sim: BCSimulator) -> None:
+def _post_one_delete_one(api: Api, sim: BCSimulator) -> tuple[dict[str, Any], ...]:
+    """Synced orders and invoices; then BC posts one order (an invoice naming it) and deletes
+    another, and a delta brings the invoice."""
     store = sim.company()
     integration = api.create_integration(sim, entities=["salesOrders", "salesInvoices"])
     sync(api, integration["id"])
@@ -199,6 +201,11 @@ def test_a_posted_order_is_flagged_posted_and_a_deleted_one_deleted_with_their_l
     store.delete("salesOrders", deleted["id"])
     sim.advance(5)
     sync(api, integration["id"], mode="delta")  # the invoice arrives, naming its order
+    return integration, posted, deleted, invoice
+
+
+def test_a_posted_order_is_flagged_posted_and_a_deleted_one_deleted_with_their_lines(api: Api, app: App, sim: BCSimulator) -> None:
+    integration, posted, deleted, invoice = _post_one_delete_one(api, sim)
     now = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
     assert flag_deleted(app, integration["id"], "salesOrders", [posted["id"], deleted["id"]], now) == 2  # as `deleted` notifications do
 
@@ -287,15 +294,7 @@ def test_a_reconcile_flags_a_deleted_invoice_with_its_lines(api: Api, app: App, 
 
 
 def test_a_reconcile_flags_a_posted_order_posted_and_a_deleted_one_deleted(api: Api, app: App, sim: BCSimulator) -> None:
-    store = sim.company()
-    integration = api.create_integration(sim, entities=["salesOrders", "salesInvoices"])
-    sync(api, integration["id"])
-    posted = _order_with_lines(sim)
-    deleted = _order_with_lines(sim, {posted["id"]})
-    invoice = store.post_sales_order(posted["id"])
-    store.delete("salesOrders", deleted["id"])
-    sim.advance(5)
-    sync(api, integration["id"], mode="delta")
+    integration, posted, deleted, invoice = _post_one_delete_one(api, sim)
     reply = sync(api, integration["id"], mode="reconcile", entities=["salesOrders"])
     assert reply.data["salesOrders"]["deleted"] == 2
     order = _view(api, integration["id"], "salesOrders", posted["id"])
