@@ -229,6 +229,7 @@ async function syncNow(card, integration) {
         if (run.status === "succeeded" || run.status === "failed") {
           box.querySelector("h3").textContent = run.status === "succeeded" ? "Sync finished" : `Sync failed: ${(run.error || {}).message || ""}`;
           result = run.status;
+          await untilRecorded(integration.id, runId);
           break;
         }
         await new Promise((resolve) => setTimeout(resolve, POLL_MS));
@@ -346,6 +347,15 @@ function card(integration) {
 async function details(id) {
   const { data } = await api("GET", `/integrations/${encodeURIComponent(id)}`);
   return data;
+}
+
+// A run reads as ended a moment before its integration records it (shared/runs/finish.py closes
+// the run first, so that only one instance finishes it): wait for that, briefly, before drawing.
+async function untilRecorded(id, runId) {
+  for (let attempt = 0; attempt < 40; attempt++) {
+    if (((await details(id)).lastRun || {}).runId === runId) return;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
 }
 
 async function refreshOne(id) {

@@ -50,17 +50,17 @@ def finish_run(app: App, run: Run, integration: Integration | None, *, fatal: Se
         _log(app, run, key, run.progress[key], now)
     follow_up: list[str] = []  # realtime (issue 11): types notified while this run was past them
     reconcile: list[str] = []  # realtime (issue 16): types a `collection` owes a reconcile, after the deltas
+    records = {k: p.written for k, p in run.progress.items()}
+    try:  # before the integration records the run: whoever sees its lastRun sees its statistics too
+        app.stats.record(run.integrationId, now, failed=failed, records=records)
+    except Exception:  # noqa: BLE001 - statistics never fail a run
+        log.warning("could not record statistics of run %s", run.runId)
     updated = _update_integration(app, run, failed=failed, failure=fatal or _first_error(run), now=now, follow_up=follow_up, reconcile=reconcile)
     _telemetry(run, now)
     if (follow_up or reconcile) and updated is not None:
         from shared.realtime.trigger import start_follow_up
 
         start_follow_up(app, updated, follow_up, reconcile=reconcile)
-    records = {k: p.written for k, p in run.progress.items()}
-    try:
-        app.stats.record(run.integrationId, now, failed=failed, records=records)
-    except Exception:  # noqa: BLE001 - statistics never fail a run
-        log.warning("could not record statistics of run %s", run.runId)
     if updated is not None:
         _notify(app, updated, run, now)
     return run
