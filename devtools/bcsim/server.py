@@ -70,6 +70,9 @@ class Handler(BaseHTTPRequestHandler):
         length = int(headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
         self.status = 0
+        # Recorded before the answer leaves (see _send): a client that got its answer always
+        # finds its request in sim.requests.
+        self._record = None if path.startswith("/_sim/") else (lambda: self.sim._record(self.command, path, dict(pairs), headers, self.status))
         try:
             if path.startswith("/_sim/"):
                 return self._control(path, body)
@@ -95,13 +98,18 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as e:  # a simulator bug should read like a BC 500, not hang the client
             self._send(500, bc_error_body("Internal_ServerError", f"Simulator error: {e!r}"), "application/json")
         finally:
-            if not path.startswith("/_sim/"):
-                self.sim._record(self.command, path, dict(pairs), headers, self.status)
+            self._record_once()
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _dispatch
 
+    def _record_once(self) -> None:
+        record, self._record = self._record, None
+        if record is not None:
+            record()
+
     def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
         self.status = status
+        self._record_once()
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
