@@ -168,53 +168,50 @@ class _Totals(_BCModel):
     totalAmountIncludingTax: Money = None
 
 
-class SalesInvoice(_Totals):
-    """A posted (or draft) sales invoice; `orderExternalId` names the sales order it was
-    posted from (BC's orderId; the zero GUID of an invoice made without an order -> absent)."""
+class _Document(_Totals):
+    """What every posted document header has: its number and dates besides the totals."""
 
     number: RequiredText
-    externalDocumentNumber: Text = None
-    invoiceDate: BCDate = None
     postingDate: BCDate = None
     dueDate: BCDate = None
-    customerPurchaseOrderReference: Text = None
+
+
+class _CustomerDocument(_Document):
+    """A sales document's customer and bill-to customer."""
+
+    externalDocumentNumber: Text = None
     customerId: Guid = None
     customerNumber: Text = None
     customerName: Text = None
     billToCustomerId: Guid = None
     billToCustomerNumber: Text = None
     billToName: Text = None
+
+
+class SalesInvoice(_CustomerDocument):
+    """A posted (or draft) sales invoice; `orderExternalId` names the sales order it was
+    posted from (BC's orderId; the zero GUID of an invoice made without an order -> absent)."""
+
+    invoiceDate: BCDate = None
+    customerPurchaseOrderReference: Text = None
     orderExternalId: Guid = Field(default=None, alias="orderId")
     orderNumber: Text = None
     remainingAmount: Money = None
 
 
-class SalesCreditMemo(_Totals):
+class SalesCreditMemo(_CustomerDocument):
     """A return or correction; `invoiceExternalId` names the invoice it credits (BC's invoiceId)."""
 
-    number: RequiredText
-    externalDocumentNumber: Text = None
     creditMemoDate: BCDate = None
-    postingDate: BCDate = None
-    dueDate: BCDate = None
-    customerId: Guid = None
-    customerNumber: Text = None
-    customerName: Text = None
-    billToCustomerId: Guid = None
-    billToCustomerNumber: Text = None
-    billToName: Text = None
     invoiceExternalId: Guid = Field(default=None, alias="invoiceId")
     invoiceNumber: Text = None
 
 
-class PurchaseInvoice(_Totals):
+class PurchaseInvoice(_Document):
     """What was bought from which supplier; `orderExternalId` names the purchase order (not synced)."""
 
-    number: RequiredText
     vendorInvoiceNumber: Text = None
     invoiceDate: BCDate = None
-    postingDate: BCDate = None
-    dueDate: BCDate = None
     vendorId: Guid = None
     vendorNumber: Text = None
     vendorName: Text = None
