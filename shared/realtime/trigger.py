@@ -33,6 +33,7 @@ from shared.runs.dispatch import RunRequest, Started, abandon, start_run
 from shared.runs.model import QUEUED
 from shared.runs.queue import QueueUnavailable, SliceMessage
 from shared.storage.credentials import storage_credential
+from shared.storage.transport import storage_transport
 from shared.storage.integrations import Integration
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,7 @@ def _fast_queue(app: App) -> QueueClient:
             options: dict[str, Any] = {
                 "message_encode_policy": BinaryBase64EncodePolicy(),
                 "retry_policy": LinearRetry(backoff=0.2, random_jitter_range=0, retry_total=1),
-                "connection_timeout": 1,
-                "read_timeout": 2,
+                **storage_transport(connection_timeout=1, read_timeout=2),
             }
             if settings.queues_account_url:
                 client = QueueClient(settings.queues_account_url, settings.sync_queue_name, credential=storage_credential(), **options)

@@ -14,6 +14,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, ExponentialRetry, QueueClient
 
 from shared.errors import Retriable, ServiceError
+from shared.storage.transport import storage_transport
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class RunQueue:
             "message_decode_policy": BinaryBase64DecodePolicy(),
             # An HTTP caller waits on a send: fail within seconds, not the SDK's default minute.
             "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2),
-            "connection_timeout": 5,
+            **storage_transport(connection_timeout=5),
         }
         if account_url:
             self._client = QueueClient(account_url, name, credential=credential, **kwargs)

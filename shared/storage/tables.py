@@ -25,6 +25,7 @@ from azure.core.rest import HttpRequest
 
 from shared.errors import SkipRecord, ValidationError
 from shared.storage.batch import decode_batch, encode_batch
+from shared.storage.transport import storage_transport
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class TableStore:
             # Trust from the standard variables (design.md section 4): aiohttp would not read them.
             cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
             tls: dict[str, Any] = {"connection_verify": cafile} if cafile else {}
-            self._service = TableServiceClient(endpoint=account_url, credential=credential, **tls)
+            self._service = TableServiceClient(endpoint=account_url, credential=credential, **storage_transport(**tls))
             make_async = async_credential
             #: The aio writer keeps one client per storage target.
             self._target = f"url:{account_url}"
@@ -97,7 +98,7 @@ class TableStore:
                 endpoint=account_url, credential=make_async() if make_async else credential, **tls
             )
         elif connection_string:
-            self._service = TableServiceClient.from_connection_string(connection_string)
+            self._service = TableServiceClient.from_connection_string(connection_string, **storage_transport())
             self._target = f"cs:{connection_string}"
             self._async_factory = lambda: AsyncTableServiceClient.from_connection_string(connection_string)
         else:
