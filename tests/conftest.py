@@ -47,8 +47,10 @@ def sim(_session_sim: BCSimulator) -> Iterator[BCSimulator]:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, azurite: AzuriteServer, sim: BCSimulator) -> dict[str, str]:
-    """Settings for one test: its own table prefix, the simulator as BC and as Entra ID."""
+def env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, azurite: AzuriteServer, sim: BCSimulator) -> dict[str, str]:
+    """Settings for one test: its own table prefix, the simulator as BC and as Entra ID. BC's page
+    size is the service's default (1000) unless the test is about paging and names its own
+    (`@pytest.mark.bc_page_size(n)`): fewer pages where paging is not the point."""
     tag = uuid.uuid4().hex[:16]
     values = {
         "AzureWebJobsStorage": azurite.connection_string,
@@ -60,10 +62,11 @@ def env(monkeypatch: pytest.MonkeyPatch, azurite: AzuriteServer, sim: BCSimulato
         "CREDENTIALS_KEY": base64.b64encode(os.urandom(32)).decode(),
         "SSL_CERT_FILE": sim.ca_path,
         "REQUESTS_CA_BUNDLE": sim.ca_path,
-        "BC_PAGE_SIZE": "100",
         "BC_MAX_RETRIES": "4",
         "ALLOW_PRIVATE_WEBHOOKS": "true",
     }
+    if (paged := request.node.get_closest_marker("bc_page_size")) is not None:
+        values["BC_PAGE_SIZE"] = str(paged.args[0])
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     return values

@@ -23,7 +23,7 @@ SAMPLE = ROOT / "local.settings.sample.json"
 
 # Read by libraries or set by the platform itself, never by us.
 NOT_OURS = {
-    "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",  # TLS trust, the standard variables (design.md §4)
+    "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",  # TLS trust, the standard variables (design.md §4)
     "WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME", "WEBSITE_HOSTNAME",  # set by App Service in Azure
 }
 # The host's identity-based storage: Azure sets these (the template), locally AzureWebJobsStorage

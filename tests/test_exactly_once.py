@@ -48,6 +48,7 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
 
 
 # -- defect 3: the stock feed is a bounded, resumable pass ------------------------------------------
+@pytest.mark.bc_page_size(100)
 def test_the_stock_feed_pauses_at_a_page_and_the_next_slice_continues_it(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
     """150 stock postings (two ledger pages of 100): a delta slice out of time stops after the first
     ledger page with a checkpoint under `products.stock` and the stock mark unmoved; the next
@@ -96,6 +97,7 @@ def _hold_second_page(api: Api, app: App, sim: BCSimulator, integration_id: str)
     return worker, reply, hold
 
 
+@pytest.mark.bc_page_size(100)
 def test_a_patch_of_the_company_mid_run_stops_the_run_and_nothing_of_the_old_company_is_saved(api: Api, app: App, sim: BCSimulator) -> None:
     """The run stops at its next page: no later page of the old company is written, and neither
     its checkpoint nor its watermark lands in the reset state; the next sync reads the new company."""
@@ -127,6 +129,7 @@ def test_a_patch_of_the_company_mid_run_stops_the_run_and_nothing_of_the_old_com
     assert app.states.get(created["id"], "products").watermark is not None
 
 
+@pytest.mark.bc_page_size(100)
 def test_a_disconnect_mid_run_stops_the_run_at_its_next_page(api: Api, app: App, sim: BCSimulator) -> None:
     """DELETE while a run reads: it stops before writing the next page; no watermark is saved."""
     created = api.create_integration(sim, entities=["products"])
@@ -234,6 +237,7 @@ def test_a_record_that_comes_back_loses_its_flag(api: Api, app: App, sim: BCSimu
     assert not row.get("deletedInBC") and row["name"] == "Back again"
 
 
+@pytest.mark.bc_page_size(100)
 def test_a_paused_reconcile_continues_from_its_checkpoint(api: Api, app: App, sim: BCSimulator) -> None:
     """A reconcile slice out of time stops after a page (checkpoint under products.reconcile),
     having flagged nothing yet (no flag before every BC id is read); the continuation finishes
@@ -363,6 +367,7 @@ def test_a_failed_line_write_or_delete_leaves_the_order_for_the_next_run(storage
 
 
 # -- defect 2: the stock mark of a resumed full pass is the pass's start ---------------------------
+@pytest.mark.bc_page_size(100)
 def test_a_resumed_full_pass_keeps_its_start_as_the_stock_mark(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
     """Stock posted to an item of the first page, after that page was read and before the pass
     resumed an hour later, reaches the platform with the next delta."""
@@ -453,6 +458,7 @@ def test_thousands_of_failing_records_keep_20_with_data_and_count_the_rest(api: 
 
 
 # -- defect 9: a paused modifiedSince run continues from its own checkpoint -------------------------
+@pytest.mark.bc_page_size(100)
 def test_a_paused_modified_since_run_continues_from_its_own_checkpoint(api: Api, app: App, sim: BCSimulator) -> None:
     """A modifiedSince run out of time saves its checkpoint under `products.since` (never the
     watermark); its continuation starts at that nextLink and reads the rest exactly once."""

@@ -255,6 +255,7 @@ def test_the_page_serves_only_its_own_files_with_a_strict_policy(env: dict[str, 
         assert api.host.handle("GET", f"http://localhost/api/{path}", {}, b"")[0] == 404, path
 
 
+@pytest.mark.bc_page_size(100)
 def test_sync_now_polls_a_queued_run_until_every_bar_is_full(
     browser: Any, portal: str, owner: Api, sim: BCSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -224,6 +224,7 @@ def _slices_with_readers(api: Api, app: App, clock: FakeClock, sim: BCSimulator,
     return delivered, slices
 
 
+@pytest.mark.bc_page_size(100)
 def test_writes_landing_between_reads_from_instances_with_different_clocks_are_never_lost_nor_repeated(api: Api, sim: BCSimulator, app: App, clock: FakeClock) -> None:
     """The case the settle window guarded: instances writing behind the reader's clock (10 to
     60 s). Ordered by sequence, each change comes exactly once, at once."""

@@ -96,6 +96,7 @@ def test_row_keys_sort_as_sql_server_sorts_guids_and_other_ids_stay_apart() -> N
 
 # -- lookups -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("order", ["sql", "shuffled"])
+@pytest.mark.bc_page_size(100)
 def test_a_bc_page_is_read_with_range_queries_whatever_the_order_within_it(order: str, api: Api, app: App, sim: BCSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
     """A re-sync in BC's order reads each page's stored side with at most one query per
     partition; the records inside a page may come in any order."""

@@ -217,6 +217,7 @@ def test_the_watermark_never_passes_the_runs_start(api: Api, app: App, sim: BCSi
 
 
 # -- 3. resume after an interrupted run ---------------------------------------------------------
+@pytest.mark.bc_page_size(100)
 def test_a_paused_full_sync_continues_from_its_checkpoint_by_itself(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
     """A slice out of time stops after a page and queues its continuation, which starts at the saved nextLink and ends with exactly 230 products."""
     created = api.create_integration(sim, entities=["products"])
@@ -250,6 +251,7 @@ def test_a_paused_full_sync_continues_from_its_checkpoint_by_itself(api: Api, ap
     assert logs[0]["metadata"]["created"] == 230 and logs[0]["metadata"]["slices"] == 2
 
 
+@pytest.mark.bc_page_size(100)
 def test_a_run_killed_mid_way_resumes_without_duplicates(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
     """BC failing on a later page leaves a checkpoint; once BC recovers the next run continues from it."""
     integration = api.create_integration(sim, entities=["products"])
@@ -273,6 +275,7 @@ def test_a_run_killed_mid_way_resumes_without_duplicates(api: Api, app: App, sim
     assert len(rows) == 230 and len({r["externalId"] for r in rows}) == 230
 
 
+@pytest.mark.bc_page_size(100)
 def test_a_resume_link_bc_no_longer_accepts_restarts_the_pass(api: Api, app: App, sim: BCSimulator) -> None:
     """When BC refuses the saved skiptoken, the pass starts over cleanly: nothing duplicated, nothing missed."""
     created = api.create_integration(sim, entities=["products"])
@@ -402,6 +405,7 @@ def test_a_secret_rotated_in_entra_id_marks_the_integration_auth_expired(api: Ap
     assert api.as_user("user-r").get(f"integrations/{rotated}").data["lastError"] is None
 
 
+@pytest.mark.bc_page_size(100)
 def test_a_run_cut_short_by_its_slice_continues_by_itself(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
     """A throttled run that outlives its slice pauses at a checkpoint and its queued continuation finishes it in the same tick."""
     app.settings = dataclasses.replace(app.settings, slice_seconds=60)

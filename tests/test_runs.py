@@ -108,6 +108,7 @@ def test_an_async_sync_validates_its_body_like_the_synchronous_one(api: Api, app
     assert api.post(path, None, headers=ASYNC).error["code"] == "integration_disconnected"
 
 
+@pytest.mark.bc_page_size(100)
 def test_a_synchronous_sync_that_reaches_its_budget_answers_paused_and_the_run_goes_on(api: Api, app: App, sim: BCSimulator) -> None:
     app.settings = dataclasses.replace(app.settings, http_sync_budget_seconds=0)
     integration = api.create_integration(sim, entities=["products"])
@@ -124,6 +125,7 @@ def test_a_synchronous_sync_that_reaches_its_budget_answers_paused_and_the_run_g
     assert len(_records(app, "Products", integration["id"])) == 230
 
 
+@pytest.mark.bc_page_size(100)
 def test_a_since_sync_that_pauses_continues_from_its_own_checkpoint(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
     """modifiedSince runs keep a checkpoint of their own: the continuation reads on, the watermark never moves."""
     integration = api.create_integration(sim, entities=["products"])
@@ -213,6 +215,7 @@ def test_the_same_message_delivered_twice_at_once_runs_once(api: Api, app: App, 
     assert len(api.get(f"integrations/{integration['id']}/sync-logs").data) == 1
 
 
+@pytest.mark.bc_page_size(100)
 def test_a_continuation_of_a_disconnected_integration_stops_cleanly(api: Api, app: App, sim: BCSimulator) -> None:
     app.settings = dataclasses.replace(app.settings, http_sync_budget_seconds=0)
     integration = api.create_integration(sim, entities=["products"])
@@ -309,6 +312,7 @@ def test_two_companies_of_one_user_sharing_bc_ids_keep_separate_records(api: Api
     assert api.sync(first["id"]).data["suppliers"]["unchanged"] == 45  # matched within its integration
 
 
+@pytest.mark.bc_page_size(100)
 def test_a_worker_killed_mid_slice_leaves_a_message_that_finishes_the_run_exactly_once(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
     """A real worker process is killed after its first page: the message reappears, the dead
     slice's lease expires, and the next delivery continues from the checkpoint."""

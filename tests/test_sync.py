@@ -284,6 +284,7 @@ TRANSIENT: dict[str, Callable[[BCSimulator], Any]] = {
 
 
 @pytest.mark.parametrize("fault", list(TRANSIENT))
+@pytest.mark.bc_page_size(100)
 def test_transient_bc_failure_is_retried_and_sync_succeeds(api: Api, sim: BCSimulator, app: App, clock: FakeClock, fault: str) -> None:
     """One 429 / 503 / 504 / dropped socket is retried after a wait; the run succeeds with exact counts."""
     integration = api.create_integration(sim)
@@ -491,6 +492,7 @@ def test_record_that_turns_invalid_keeps_last_good_data_until_fixed(api: Api, si
 
 
 # -- A8: request hygiene --------------------------------------------------------------------------
+@pytest.mark.bc_page_size(100)
 def test_bc_requests_are_read_only_paged_selected_and_filtered(api: Api, sim: BCSimulator, app: App) -> None:
     """Every BC request asks for a read replica and 100-row pages; reads $select, follow nextLinks, deltas filter."""
     integration = full_sync(api, sim)

@@ -37,6 +37,10 @@ DEMO_OAUTH_CLIENT_SECRET = "-".join(["sim", "oauth", "secret"])  # fake on purpo
 DEMO_USER = "admin@cronus.example"
 DEMO_DECLINING_USER = "decline@cronus.example"  # login_hint for a person who cancels the consent
 
+#: A seeded company's snapshot by what decides its data (seed, tenant, id, sizes, id order): the
+#: seeding is deterministic, so a reset (once per test) restores it in ~10 ms instead of ~60 ms.
+_SEEDED: dict[tuple[Any, ...], bytes] = {}
+
 
 @dataclass(frozen=True)
 class RecordedRequest:
@@ -232,8 +236,14 @@ class BCSimulator:
             store = self._stores[cid] = CompanyStore(cid, tenant, self.seed, self._lock, lambda: self.now,
                                                      self._guid_key)
             store.on_change = lambda entity_set, rid, change, cid=cid: self.webhooks.changed(cid, entity_set, rid, change)
-            for entity_set in SEEDED:
-                store.bulk(entity_set, (SMALL_SIZES if sizes is None else sizes).get(entity_set, 0))
+            counts = SMALL_SIZES if sizes is None else sizes
+            seeded = (self.seed, tenant, cid, tuple(sorted(counts.items())), self.id_order)
+            if seeded in _SEEDED:
+                store.restore(_SEEDED[seeded])
+            else:
+                for entity_set in SEEDED:
+                    store.bulk(entity_set, counts.get(entity_set, 0))
+                _SEEDED[seeded] = store.snapshot()
         return cid
 
     def set_id_order(self, id_order: str) -> None:

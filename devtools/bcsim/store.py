@@ -5,6 +5,7 @@ is found with bisect; only the rows of the page being served are copied.
 """
 from __future__ import annotations
 
+import pickle
 import random
 import re
 import threading
@@ -254,6 +255,17 @@ class CompanyStore:
         self._touch("salesOrders", order, when, ("totalAmountExcludingTax", "totalTaxAmount", "totalAmountIncludingTax"))
 
     # ---- seeding ---------------------------------------------------------------------------
+    _TRANSIENT = ("_lock", "_clock", "on_change")  # the simulator's own: never part of a snapshot
+
+    def snapshot(self) -> bytes:
+        """The data and the factory's position (what `restore` needs to continue identically)."""
+        with self._lock:
+            return pickle.dumps({k: v for k, v in vars(self).items() if k not in self._TRANSIENT}, protocol=5)
+
+    def restore(self, snapshot: bytes) -> None:
+        with self._lock:
+            vars(self).update(pickle.loads(snapshot))
+
     def bulk(self, entity_set: str, count: int) -> None:
         """Generate `count` more realistic rows (orders get 1-5 lines; stocked items an ILE)."""
         with self._lock:

@@ -4,6 +4,7 @@ the first change of an entity set in a company, `collection` past a threshold, `
 naming the record, retries on 408/429/5xx and the subscription dropped on any other answer."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import logging
@@ -32,7 +33,12 @@ RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 
 
 def _trust() -> ssl.SSLContext:
-    cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
+    return _context(os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE"))
+
+
+@functools.lru_cache(maxsize=8)
+def _context(cafile: str | None) -> ssl.SSLContext:
+    """One context per CA file: loading the trust store costs ~25 ms, and a reset builds a hub."""
     return ssl.create_default_context(cafile=cafile) if cafile else ssl.create_default_context()
 
 
