@@ -62,6 +62,7 @@ class App:
             s.sync_queue_name,
             account_url=s.queues_account_url,
             credential=storage_credential() if s.queues_account_url else None,
+            sleep=self.clock.sleep,
         )
         self.oauth_flows = FlowRepository(self.store, self.box)
         self.token_caches = TokenCacheRepository(self.store, self.box)

@@ -32,6 +32,8 @@ class DroppingProxy:
             except OSError:
                 return
             upstream = socket.create_connection(self.target)
+            for sock in (client, upstream):  # forwarded chunks go on at once (no Nagle wait for a delayed ACK)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
 

@@ -17,7 +17,7 @@ from shared.settings import load_settings
 from tests.security_support import Trickle
 from tests.support import ROOT, Api, FakeClock
 
-BUDGET = 5
+BUDGET = 2
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, ExponentialRetry, QueueClient
@@ -47,14 +48,29 @@ class SliceMessage:
         return message
 
 
+class _ClockedRetry(ExponentialRetry):
+    """The SDK's exponential retry, waiting through the app's clock (a test's clock advances
+    instead of waiting; the real one sleeps)."""
+
+    def __init__(self, sleep: Callable[[float], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._sleep = sleep
+
+    def sleep(self, settings: dict[str, Any], transport: Any) -> None:
+        backoff = self.get_backoff_time(settings)
+        if backoff and backoff > 0:
+            self._sleep(backoff)
+
+
 class RunQueue:
-    def __init__(self, connection_string: str, name: str, *, account_url: str | None = None, credential: Any = None) -> None:
+    def __init__(self, connection_string: str, name: str, *, account_url: str | None = None, credential: Any = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.name = name
         kwargs: dict[str, Any] = {
             "message_encode_policy": BinaryBase64EncodePolicy(),
             "message_decode_policy": BinaryBase64DecodePolicy(),
             # An HTTP caller waits on a send: fail within seconds, not the SDK's default minute.
-            "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2),
+            "retry_policy": _ClockedRetry(sleep, initial_backoff=1, increment_base=2, retry_total=2),
             **storage_transport(connection_timeout=5),
         }
         if account_url:
