@@ -89,6 +89,10 @@ def _partition_text(row_key: str) -> str:
     return row_key  # a legacy key
 
 
+#: The record-key layout this code writes (record_row_key). An integration created under it has
+#: no record under a legacy key, so its runs skip the migration's scan (shared/sync/rekey.py).
+KEY_LAYOUT = "sortkey-v1"
+
 #: An integration's records spread over this many partitions (design.md §8): Azure's target is
 #: 2,000 entities/s per partition, so one partition would cap a big first sync.
 RECORD_PARTITIONS = 16

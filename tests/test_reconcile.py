@@ -16,13 +16,14 @@ from devtools.bcsim.seed import fmt_dt
 from shared.app import App
 from shared.entities import ENTITY_TYPES
 from shared.keys import (
-    RECORD_PARTITIONS, child_row_key, encode_key, guid_from_sort_key, guid_sort_key, legacy_row_key, record_partition, record_row_key,
+    KEY_LAYOUT, RECORD_PARTITIONS, child_row_key, encode_key, guid_from_sort_key, guid_sort_key, legacy_row_key, record_partition, record_row_key,
 )
 from shared.runs.dispatch import RunRequest, start_run
 from shared.runs.slices import run_slice
 from shared.storage.changes import RECORDS_END
 from shared.storage.records import LOOKUP_STATS
 from shared.storage.integrations import Integration
+from shared.storage.state import TypeState
 from tests.support import Api, FakeClock, drain
 from tests.test_read_api import SETTLED, read_feed
 
@@ -241,7 +242,7 @@ def test_a_record_reconcile_flags_says_why_it_left(api: Api, app: App, sim: BCSi
 # -- legacy keys -----------------------------------------------------------------------------------
 def write_legacy_layout(api: Api, app: App, sim: BCSimulator, monkeypatch: pytest.MonkeyPatch, entities: list[str]) -> dict[str, Any]:
     """The code before issue 16 wrote RowKey = the percent-encoded id: sync with that key, then
-    forget the migration's state (the old code had none)."""
+    forget the migration's state and the integration's key layout (the old code had neither)."""
     from shared import mapping
 
     with monkeypatch.context() as patch:
@@ -250,6 +251,7 @@ def write_legacy_layout(api: Api, app: App, sim: BCSimulator, monkeypatch: pytes
         assert api.sync(created["id"]).status == 200
     for entity in entities:
         app.store.table("SyncState").delete_entity(created["id"], f"{entity}.keys")
+    app.integrations.update(api.user or "", created["id"], lambda integration: setattr(integration, "keyLayout", None))
     legacy = rows(app, "Suppliers", created["id"])
     assert legacy and all(r["RowKey"] == encode_key(r["externalId"]) for r in legacy)
     return created
@@ -307,6 +309,19 @@ def test_a_paused_key_migration_resumes_without_duplicates(api: Api, app: App, s
     assert rekey.KeyMigration(entity=ENTITY_TYPES["suppliers"], store=app.store, states=app.states, clock=app.clock, integration_id=iid).done()
     run = app.runs.get(iid, started.run.runId)
     assert run is not None and run.status == "succeeded" and run.progress["suppliers"].created == 0
+
+
+def test_an_integration_created_under_the_current_layout_never_scans_for_legacy_rows(api: Api, app: App, sim: BCSimulator) -> None:
+    """Nothing of it was written under a legacy key, so its runs skip the migration: no scan and
+    no migration state (a run of an older integration saves one, above)."""
+    created = api.create_integration(sim, entities=["suppliers"])
+    assert api.sync(created["id"]).status == 200 and api.sync(created["id"], {"mode": "delta"}).status == 200
+    integration = app.integrations.get(api.user or "", created["id"])
+    assert integration is not None and integration.keyLayout == KEY_LAYOUT
+    assert "keyLayout" not in api.get(f"integrations/{created['id']}").data
+    assert app.states.get(created["id"], "suppliers.keys") == TypeState()
+    assert app.states.get(created["id"], "suppliers").watermark  # the pass itself did save its state
+    assert all(r["RowKey"] == record_row_key(r["externalId"]) for r in rows(app, "Suppliers", created["id"]))
 
 
 # -- the monitoring page ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from shared.destinations import check_base_url, check_webhook_url
 from shared.entities import ENTITY_TYPES
 from shared.errors import ConflictError, NotFound, QuotaExceeded, ValidationError
 from shared.http import Request, ok
+from shared.keys import KEY_LAYOUT
 from shared.models import DelegatedIntegrationCreate, IntegrationCreate, IntegrationUpdate, validate
 from shared.realtime import subscriptions as realtime
 from shared.storage.integrations import Integration
@@ -164,6 +165,7 @@ def create(request: Request) -> func.HttpResponse:
         webhookUrl=body.webhookUrl,
         realtime=body.realtime,
         nextSyncAt=now,
+        keyLayout=KEY_LAYOUT,  # nothing of it is under a legacy key: its runs skip the migration
         createdAt=now,
         updatedAt=now,
     )

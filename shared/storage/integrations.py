@@ -54,6 +54,9 @@ class Integration:
     companyName: str | None = None  # the company's display name, as the last test or sync read it
     #: per type, what the last complete reconcile proved (shared/sync/completeness.py)
     completeness: dict[str, dict[str, Any]] | None = None
+    #: the record-key layout it was created under (shared/keys.py KEY_LAYOUT); None: created
+    #: before issue 16, so its records may still need moving (shared/sync/rekey.py)
+    keyLayout: str | None = None
 
     @staticmethod
     def new_id() -> str:
@@ -67,7 +70,7 @@ class Integration:
     def to_api(self) -> dict[str, Any]:
         """What callers see: never a secret or a token, only whether one is set."""
         data = asdict(self)
-        for private in ("clientSecretEnc", "webhookSecretEnc", "userId", "lastRun", "oauthFlow", "realtimeFollowUp", "realtimeReconcile"):
+        for private in ("clientSecretEnc", "webhookSecretEnc", "userId", "lastRun", "oauthFlow", "realtimeFollowUp", "realtimeReconcile", "keyLayout"):
             data.pop(private)
         data["realtime"] = {"enabled": self.realtime, "subscriptions": {}}  # the API view fills in the subscriptions
         data["hasClientSecret"] = self.clientSecretEnc is not None

@@ -35,7 +35,7 @@ from azure.data.tables import TableTransactionError
 from shared.clock import Clock, to_iso
 from shared.entities import EntityType
 from shared.errors import RecordError
-from shared.keys import child_row_key, children_range, current_row_key, record_partition, record_partitions, record_row_key
+from shared.keys import KEY_LAYOUT, child_row_key, children_range, current_row_key, record_partition, record_partitions, record_row_key
 from shared.storage.changes import RECORDS_END, is_change_row
 from shared.storage.state import Checkpoint, TypeState
 from shared.storage.tables import TableStore
@@ -43,7 +43,7 @@ from shared.storage.tables import TableStore
 log = logging.getLogger(__name__)
 
 KEYS_SUFFIX = ".keys"  # state key of a type's migration
-LAYOUT = "sortkey-v1"  # the state's checkpoint.next_link once every record of the type has the current key
+LAYOUT = KEY_LAYOUT  # the state's checkpoint.next_link once every record of the type has the current key
 PAGE = 500  # rows scanned per server page (then the position is saved)
 MOVES_PER_TRANSACTION = 50  # create + delete pairs: 100 operations, Table Storage's limit
 
