@@ -7,6 +7,7 @@ ends by then with an httpx timeout error, which callers already handle."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import ssl
 import threading
@@ -99,6 +100,18 @@ def bounded_client(*, verify: ssl.SSLContext, timeout: httpx.Timeout | float,
 def ssl_context() -> ssl.SSLContext:
     """Trust from the standard variables, so a local authority with its own CA works as is."""
     cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where()
+    try:
+        version = os.stat(cafile).st_mtime_ns
+    except OSError:
+        version = 0  # create_default_context reports the missing file
+    return _context(cafile, version)
+
+
+@functools.lru_cache(maxsize=8)
+def _context(cafile: str, version: int) -> ssl.SSLContext:
+    """Loading a CA bundle costs ~25 ms of CPU, and every BC client, Entra ID client and webhook
+    delivery needs one: a context serves any number of connections, so one is kept per bundle
+    (a bundle replaced on disk gets a new one)."""
     return ssl.create_default_context(cafile=cafile)
 
 

@@ -167,6 +167,7 @@ def _flagged(rows: dict[str, dict[str, Any]]) -> set[str]:
     return {k for k, r in rows.items() if r.get("deletedInBC")}
 
 
+@pytest.mark.bc_page_size(100)
 def test_reconcile_flags_what_bc_no_longer_has_and_deletes_nothing(api: Api, app: App, sim: BCSimulator, clock: FakeClock) -> None:
     """Deleted in BC: the first and last ids (the ranges before the first and after the last BC
     id), ids on several pages, and an order (its lines untouched) are flagged with deletedAt;
@@ -492,6 +493,7 @@ def test_reconcile_takes_ids_in_any_order_without_a_false_flag(api: Api, app: Ap
     assert _flagged(_rows(app, "Suppliers", created["id"])) == {ids[0]}
 
 
+@pytest.mark.bc_page_size(100)
 def test_reconcile_checkpoints_runs_of_ids_exactly(api: Api, app: App, sim: BCSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ids spilled in several sorted runs (here a run per ~150 ids over pages of 100): ids at
     every page and run boundary, deleted in BC, are flagged; no other record is."""

@@ -125,6 +125,7 @@ def test_a_bc_page_is_read_with_range_queries_whatever_the_order_within_it(order
 
 
 # -- reconcile -----------------------------------------------------------------------------------
+@pytest.mark.bc_page_size(100)
 @pytest.mark.parametrize("order", ["sql", "text", "shuffled"])
 def test_reconcile_flags_exactly_what_bc_lacks_in_any_id_order(order: str, api: Api, app: App, sim: BCSimulator) -> None:
     created = api.create_integration(sim, entities=["suppliers", "products"])

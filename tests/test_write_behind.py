@@ -123,8 +123,9 @@ def test_a_written_page_is_checkpointed_while_bc_still_holds_the_next_one(app: A
     pages = _pages(2)
     h = Harness(app, clock, pages)
     gate = threading.Event()
-    renewed = threading.Event()
+    renewed, settled = threading.Event(), threading.Event()
     h.loop.options.keep_alive = renewed.set
+    h.loop.options.on_page = lambda _progress: settled.set()  # after the lease and the checkpoint
 
     def read(link: str | None) -> Iterator[Page]:
         yield pages[0]
@@ -135,7 +136,7 @@ def test_a_written_page_is_checkpointed_while_bc_still_holds_the_next_one(app: A
     h.release[0].set()
     runner = threading.Thread(target=h.run)
     runner.start()
-    assert renewed.wait(WAIT)  # page 0 settled while page 1 is still held by BC
+    assert settled.wait(WAIT) and renewed.is_set()  # page 0 settled while page 1 is still held by BC
     assert h.checkpoint() == "L1" and h.prepared == [0]
     gate.set()
     h.release[1].set()

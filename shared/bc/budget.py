@@ -2,8 +2,9 @@
 BC_MAX_IN_FLIGHT requests at once and BC_REQUESTS_PER_5_MINUTES in any five minutes.
 
 Both live in Table Storage, so they hold whichever instances run:
-- in flight: N slot rows (`slot-0`..), each taken under its ETag for one request and given back
-  after it (a crashed holder's slot expires after the request timeout);
+- in flight: N slot rows (`slot-0`..): a request takes a free one by inserting it and gives it
+  back by deleting it (one storage request each); a crashed holder's row expires after the
+  request timeout and is then taken over under its ETag;
 - rate: a true sliding window (design.md §14 "Limits": BC counts the window as it slides, not
   in fixed buckets). One row per credential (`window`) holds the reservations of the last five
   minutes as [epoch second, count] pairs, read and replaced under its ETag, so two instances
@@ -63,6 +64,8 @@ class RequestBudget:
         self._lock = threading.Lock()
         self._allowance = 0
         self._allowance_until = 0.0  # epoch seconds
+        #: when a slot seen taken expires: until then it is read (cheap) rather than inserted
+        self._held_until: dict[str, datetime] = {}
 
     @contextmanager
     def request(self) -> Iterator[None]:
@@ -141,16 +144,26 @@ class RequestBudget:
             self._clock.sleep(POLL_SECONDS)
 
     def _try_slot(self, client, row_key: str) -> tuple[str, str] | None:  # type: ignore[no-untyped-def]
+        """Insert the slot row (free slots have none); a row that is there is taken over only
+        once its holder's time ran out (or it was given back by an older version, holder "")."""
         now = self._clock.now()
         mine = {"PartitionKey": self._key, "RowKey": row_key, "holder": self._holder, "expiresAt": to_iso(now + timedelta(seconds=self._slot_seconds))}
+        if self._held_until.get(row_key, now) <= now:  # not known to be taken: try to insert it
+            try:
+                return row_key, client.create_entity(mine)["etag"]
+            except ResourceExistsError:
+                pass
         try:
             current = client.get_entity(self._key, row_key)
         except ResourceNotFoundError:
+            self._held_until.pop(row_key, None)  # given back meanwhile
             try:
                 return row_key, client.create_entity(mine)["etag"]
             except ResourceExistsError:
                 return None
-        if current.get("holder") and parse_iso(current["expiresAt"]) > now:
+        expires = parse_iso(current["expiresAt"])
+        if current.get("holder") and expires > now:
+            self._held_until[row_key] = expires
             return None
         try:
             meta = client.update_entity(mine, mode="replace", etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified)
@@ -160,11 +173,8 @@ class RequestBudget:
 
     def _give_back(self, row_key: str, etag: str) -> None:
         try:
-            self._store.table(TABLE).update_entity(
-                {"PartitionKey": self._key, "RowKey": row_key, "holder": "", "expiresAt": to_iso(self._clock.now())},
-                mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified,
-            )
-        except Exception:  # noqa: BLE001 - it expires by itself
+            self._store.table(TABLE).delete_entity(self._key, row_key, etag=etag, match_condition=MatchConditions.IfNotModified)
+        except Exception:  # noqa: BLE001 - it expires by itself (or another holder took it over)
             log.info("could not give back BC request slot %s; it expires by itself", row_key)
 
     def _wait(self, started: float, what: str) -> None:

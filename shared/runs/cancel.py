@@ -34,28 +34,49 @@ def check_target(app: App, run: Run) -> None:
         raise RunCancelled("The integration was changed to point at another company or environment; the run stopped without saving progress for the old one")
 
 
-class RunStates:
-    """The SyncState repository as one run sees it: rows of its configuration version only,
-    and no save once the integration moved on."""
+class TargetGuard:
+    """check_target for one pass. A state save needs a check made after the previous save: the
+    page loop's keep-alive checks just before it saves a page's checkpoint, so that check
+    serves the save and a page costs one read of the integration, not two."""
 
     def __init__(self, app: App, run: Run) -> None:
         self._app = app
         self._run = run
+        self._fresh = False
+
+    def check(self) -> None:
+        check_target(self._app, self._run)
+        self._fresh = True
+
+    def before_save(self) -> None:
+        if not self._fresh:
+            check_target(self._app, self._run)
+        self._fresh = False
+
+
+class RunStates:
+    """The SyncState repository as one run sees it: rows of its configuration version only,
+    and no save once the integration moved on."""
+
+    def __init__(self, app: App, run: Run, guard: TargetGuard) -> None:
+        self._app = app
+        self._run = run
+        self._guard = guard
 
     def get(self, integration_id: str, key: str) -> TypeState:
         return self._app.states.get(integration_id, key, version=self._run.configVersion)
 
     def save(self, integration_id: str, key: str, state: TypeState) -> None:
-        check_target(self._app, self._run)
+        self._guard.before_save()
         self._app.states.save(integration_id, key, state, version=self._run.configVersion)
 
 
-def guarded(app: App, run: Run, renew: Callable[[], None]) -> Callable[[], None]:
+def guarded(guard: TargetGuard, renew: Callable[[], None]) -> Callable[[], None]:
     """The per-page keep_alive: renew the lease, then stop if the integration moved on."""
 
     def keep_alive() -> None:
         renew()
-        check_target(app, run)
+        guard.check()
 
     return keep_alive
 

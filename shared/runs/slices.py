@@ -14,7 +14,7 @@ from shared.clock import parse_iso, to_iso
 from shared.entities import ENTITY_TYPES
 from shared.errors import BCError, ConflictError, Fatal, ServiceError
 from shared.keys import KEY_LAYOUT
-from shared.runs.cancel import GuardedClient, RunCancelled, RunStates, guarded
+from shared.runs.cancel import GuardedClient, RunCancelled, RunStates, TargetGuard, guarded
 from shared.runs.dispatch import disconnected_error, enqueue_next
 from shared.runs.finish import finish_run
 from shared.runs.model import FAILED, RUNNING, Run, TypeProgress
@@ -179,11 +179,12 @@ def _fatal(error: ServiceError | None) -> ServiceError | None:
 
 def _sync_type(app: App, integration: Integration, run: Run, key: str, client: Any, deadline: float, lease: "_LeaseGuard") -> tuple[str, Counters, ServiceError | None, bool]:
     base = run.progress[key]
+    guard = TargetGuard(app, run)
     common: dict[str, Any] = dict(
         entity=ENTITY_TYPES[key],
         client=GuardedClient(client, app, run),  # each page after the first re-checks the target
         store=app.store,
-        states=RunStates(app, run),  # no state saved once the integration points elsewhere
+        states=RunStates(app, run, guard),  # no state saved once the integration points elsewhere
         clock=app.clock,
         integration_id=integration.id,
         run_id=run.runId,
@@ -199,7 +200,7 @@ def _sync_type(app: App, integration: Integration, run: Run, key: str, client: A
         modified_since=parse_iso(run.modifiedSince) if run.modifiedSince else None,
         lookback=timedelta(minutes=app.settings.lookback_minutes),
         deadline=deadline,
-        keep_alive=guarded(app, run, lease.renew),
+        keep_alive=guarded(guard, lease.renew),
         on_page=_ProgressWriter(app, run, key, base).write,
     )
     try:

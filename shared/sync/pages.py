@@ -15,10 +15,10 @@ one is written), and for each page:
    is being written and one prepared. Steps 2-4 for a staged page run once its write is durable,
    in page order, before the next page's write starts (and while waiting for BC's next page, as
    soon as the write is done): the checkpoint never gets ahead of what is stored;
-2. the checkpoint (`Checkpoint(run_id, position..., nextLink)`) is saved under `state_key`,
-   beside the unchanged watermark;
-3. the run's lease is renewed (`options.keep_alive`) and live progress reported
-   (`options.on_page(progress())`);
+2. the run's lease is renewed (`options.keep_alive`; a run whose integration moved on stops
+   here, before its checkpoint);
+3. the checkpoint (`Checkpoint(run_id, position..., nextLink)`) is saved under `state_key`,
+   beside the unchanged watermark, and live progress reported (`options.on_page(progress())`);
 4. at the deadline, with pages left, `Paused` is raised: the next slice continues from the
    checkpoint.
 
@@ -148,10 +148,10 @@ class PageLoop:
             raise
 
     def _settle(self, page: "Page", position: Position | None, closing: bool, watermark: str | None, progress: Callable[[], Any]) -> None:
-        """After a page is durable: checkpoint, keep-alive, progress; Paused at the deadline."""
+        """After a page is durable: keep-alive, checkpoint, progress; Paused at the deadline."""
+        self.options.keep_alive()
         if page.next_link and position is not None:
             self.save(watermark, Checkpoint(self.run_id, position.lower_bound, page.next_link, position.started_at, position.max_seen))
-        self.options.keep_alive()
         self.options.on_page(progress())
         # Pause only at a clean point: after a checkpoint, or where the handler was told to close.
         if page.next_link and (closing or (position is not None and self.out_of_time())):

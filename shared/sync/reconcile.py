@@ -184,11 +184,11 @@ class ReconcilePass:
             run.extend(id_hash(key) for key in keys)
             progress.bcCount += len(keys)
             out_of_time = options.deadline is not None and self.clock.monotonic() >= options.deadline
+            options.keep_alive()  # before a checkpoint: a run whose integration moved on saves none
             if page.next_link and (out_of_time or len(run) >= CHECKPOINT_IDS):
                 self._spill(run, progress)
                 run = array("Q")
                 self._save(state, page.next_link, started_at, progress)
-            options.keep_alive()
             options.on_page(self.result)
             if page.next_link and out_of_time:
                 raise Paused(f"{self.entity.key}: time budget reached, the reconcile continues from its checkpoint")
@@ -301,8 +301,8 @@ class ReconcilePass:
             partition = partitions[progress.partition]
             for last in self._sweep_partition(partition, progress, bc_ids, now):
                 progress.after = last
-                self._save(state, "", started_at, progress)
                 options.keep_alive()
+                self._save(state, "", started_at, progress)
                 options.on_page(self.result)
                 if options.deadline is not None and self.clock.monotonic() >= options.deadline:
                     raise Paused(f"{self.entity.key}: time budget reached, the reconcile continues from its checkpoint")

@@ -86,8 +86,8 @@ class KeyMigration:
                 after = last
                 out_of_time = deadline is not None and self.clock.monotonic() >= deadline
                 if moved or out_of_time:  # an integration with nothing to move costs no state writes
-                    self._save(Checkpoint("", str(failed_before + self.result.failed), str(index), started_at, after))
                     keep_alive()
+                    self._save(Checkpoint("", str(failed_before + self.result.failed), str(index), started_at, after))
                 if out_of_time:
                     return False
             after = None
