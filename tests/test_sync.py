@@ -295,7 +295,7 @@ def test_transient_bc_failure_is_retried_and_sync_succeeds(api: Api, sim: BCSimu
     assert counts(reply, "products") == (ITEMS, 0, 0, 0)
     assert sim.faults.pending() == []  # the fault did fire
     failed = [r for r in bc_calls(sim) if r.status != 200]
-    assert len(failed) == 1
+    assert len(failed) == 1, [(r.status, r.method, r.path[-40:], r.query, r.headers.get("prefer")) for r in failed]
     retried = [r for r in bc_calls(sim) if r.path == failed[0].path and r.query == failed[0].query and r.status == 200]
     assert retried, "the failed request was not repeated"
     assert len(clock.sleeps) == 1
