@@ -104,6 +104,15 @@ def _fresh_token_clients() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_page_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page sizes BC's timeouts taught the client are process-wide (shared/bc/client.py
+    PAGE_SIZES): an earlier test's halved size must not shape this test's requests."""
+    from shared.bc import client as bc_client
+
+    monkeypatch.setattr(bc_client, "PAGE_SIZES", bc_client.PageSizes())
+
+
+@pytest.fixture(autouse=True)
 def _quiet_libraries() -> None:
     for name in ("azure", "msal", "urllib3", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)

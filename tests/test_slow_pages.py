@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Iterator
 
 import pytest
 
@@ -15,12 +14,6 @@ from shared.app import App
 from shared.bc import client as bc_client
 from shared.settings import load_settings
 from tests.support import Api
-
-
-@pytest.fixture(autouse=True)
-def _fresh_page_sizes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(bc_client, "PAGE_SIZES", bc_client.PageSizes())
-    yield
 
 
 def _asked_sizes(sim: BCSimulator, entity_set: str) -> list[tuple[int, int]]:
