@@ -122,21 +122,9 @@ class FlowRepository:
 
     def prune(self, now: datetime, *, limit: int = 200) -> int:
         """Delete flows that expired unused (a person who never came back from the sign-in)."""
-        client = self._store.table(FLOWS)
-        gone = 0
-        expired = client.query_entities(
-            "PartitionKey eq @pk and expiresAt lt @now", parameters={"pk": _FLOW_PARTITION, "now": to_iso(now)},
-            select=["PartitionKey", "RowKey"], results_per_page=limit,
-        )
-        for entity in expired:
-            try:
-                client.delete_entity(_FLOW_PARTITION, entity["RowKey"])
-            except ResourceNotFoundError:
-                pass
-            gone += 1
-            if gone >= limit:
-                break
-        return gone
+        expired = self._store.query(FLOWS, "PartitionKey eq @pk and expiresAt lt @now", parameters={"pk": _FLOW_PARTITION, "now": to_iso(now)},
+                                    select=["PartitionKey", "RowKey"], page_size=limit)
+        return self._store.delete_rows(FLOWS, expired, limit=limit)
 
 
 class TokenCacheRepository:

@@ -109,19 +109,8 @@ class WebhookDeliveryRepository:
         rows = self._store.query(TABLE, "PartitionKey eq @pk and RowKey gt @from",
                                  parameters={"pk": integration_id, "from": inverted_time_key(cutoff)},
                                  select=["PartitionKey", "RowKey", "status", "nextAttemptAt"], page_size=min(limit, 1000))
-        client = self._store.table(TABLE)
-        gone = 0
-        for row in rows:
-            if row.get("status") == "pending":
-                self.drop_due(due_key(row))
-            try:
-                client.delete_entity(integration_id, row["RowKey"])
-            except ResourceNotFoundError:
-                pass
-            gone += 1
-            if gone >= limit:
-                break
-        return gone
+        return self._store.delete_rows(TABLE, rows, limit=limit,
+                                       before=lambda row: self.drop_due(due_key(row)) if row.get("status") == "pending" else None)
 
     def list(self, integration_id: str, *, top: int, continuation_token: str | None) -> tuple[list[dict[str, Any]], str | None]:
         entities, token = self._store.query_page(
