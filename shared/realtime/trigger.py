@@ -33,8 +33,8 @@ from shared.runs.dispatch import RunRequest, Started, abandon, start_run
 from shared.runs.model import QUEUED
 from shared.runs.queue import QueueUnavailable, SliceMessage
 from shared.storage.credentials import storage_credential
-from shared.storage.transport import storage_transport
 from shared.storage.integrations import Integration
+from shared.storage.transport import storage_transport
 
 log = logging.getLogger(__name__)
 TRIGGER = "notification"

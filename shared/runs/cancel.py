@@ -2,9 +2,10 @@
 
 A PATCH that changes where an integration points (tenant, environment, company, baseUrl) and a
 DELETE (disconnect) bump the integration's `configVersion`; a run records the version it started
-with. Before every state save and after every page the run re-reads the integration (one point
-read) and stops with RunCancelled when the version moved or the integration was disconnected
-or deleted, so it writes no watermark and no checkpoint for the old target. State rows carry
+with. After every page, and before any state save not preceded by that check, the run re-reads
+the integration (one point read; TargetGuard) and stops with RunCancelled when the version moved
+or the integration was disconnected or deleted, so it writes no watermark and no checkpoint for
+the old target. State rows carry
 the version they were written under, and a run only reads rows of its own version, so even a
 save racing the PATCH's reset is never taken up by a run for the new target."""
 from __future__ import annotations

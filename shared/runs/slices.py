@@ -206,8 +206,7 @@ def _sync_type(app: App, integration: Integration, run: Run, key: str, client: A
     try:
         # Records still under their legacy keys move first (shared/sync/rekey.py): the pass's
         # range lookups only see the current layout. An integration created under it has none.
-        migration = KeyMigration(**{k: common[k] for k in ("entity", "store", "states", "clock", "integration_id")})
-        if integration.keyLayout != KEY_LAYOUT and not migration.run(deadline=deadline, keep_alive=options.keep_alive):
+        if integration.keyLayout != KEY_LAYOUT and not KeyMigration(**{k: common[k] for k in ("entity", "store", "states", "clock", "integration_id")}).run(deadline=deadline, keep_alive=options.keep_alive):
             raise Paused(f"{key}: time budget reached while moving records to their current keys")
         if isinstance(sync, TypeSync):  # records a notification named, read by id first (issue 16)
             read_notified(sync, options)

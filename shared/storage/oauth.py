@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -123,8 +124,10 @@ class FlowRepository:
     def prune(self, now: datetime, *, limit: int = 200) -> int:
         """Delete flows that expired unused (a person who never came back from the sign-in)."""
         expired = self._store.query(FLOWS, "PartitionKey eq @pk and expiresAt lt @now", parameters={"pk": _FLOW_PARTITION, "now": to_iso(now)},
-                                    select=["PartitionKey", "RowKey"], page_size=limit)
-        return self._store.delete_rows(FLOWS, expired, limit=limit)
+                                    select=["RowKey"], page_size=limit)
+        keys = [row["RowKey"] for row in itertools.islice(expired, limit)]
+        self._store.write(FLOWS, [("delete", {"PartitionKey": _FLOW_PARTITION, "RowKey": key}) for key in keys])  # a flow spent meanwhile fails alone
+        return len(keys)
 
 
 class TokenCacheRepository:

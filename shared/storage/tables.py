@@ -14,7 +14,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncContextManager, Callable, Iterable, Iterator, Mapping, Protocol
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError
 from azure.data.tables._deserialize import _convert_to_entity  # the SDK's own entity converter
 from azure.data.tables._error import _decode_error
@@ -156,23 +156,6 @@ class TableStore:
         size = MAX_TRANSACTION - (2 if attach else 0)  # room for the change row and the sequence row
         chunks = [ops[i : i + size] for ops in by_partition.values() for i in range(0, len(ops), size)]
         return _writer().write(self._target, self._async_factory, f"{self._prefix}{table}", chunks, self._concurrency, attach)
-
-    def delete_rows(self, table: str, rows: Iterable[Entity], *, limit: int, before: Callable[[Entity], None] | None = None) -> int:
-        """Delete up to `limit` of `rows` one by one (bounded pruning: `before` runs first for each,
-        a row someone else deleted meanwhile counts as gone); returns how many went."""
-        client = self.table(table)
-        gone = 0
-        for row in rows:
-            if before is not None:
-                before(row)
-            try:
-                client.delete_entity(row["PartitionKey"], row["RowKey"])
-            except ResourceNotFoundError:
-                pass
-            gone += 1
-            if gone >= limit:
-                break
-        return gone
 
     def query(
         self,

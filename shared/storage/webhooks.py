@@ -7,6 +7,7 @@ deliveries table; an index row whose delivery moved on is dropped when met. Deli
 than WEBHOOK_DELIVERY_RETENTION_DAYS are pruned per integration (its partition, oldest rows)."""
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from datetime import datetime
@@ -109,8 +110,12 @@ class WebhookDeliveryRepository:
         rows = self._store.query(TABLE, "PartitionKey eq @pk and RowKey gt @from",
                                  parameters={"pk": integration_id, "from": inverted_time_key(cutoff)},
                                  select=["PartitionKey", "RowKey", "status", "nextAttemptAt"], page_size=min(limit, 1000))
-        return self._store.delete_rows(TABLE, rows, limit=limit,
-                                       before=lambda row: self.drop_due(due_key(row)) if row.get("status") == "pending" else None)
+        old = list(itertools.islice(rows, limit))
+        # Index rows first: a tick cut short never leaves one pointing at a delivery that is gone.
+        # Batched deletes; a row someone else removed meanwhile just fails alone (and is gone).
+        self._store.write(DUE_TABLE, [("delete", {"PartitionKey": _DUE_PARTITION, "RowKey": due_key(row)}) for row in old if row.get("status") == "pending"])
+        self._store.write(TABLE, [("delete", {"PartitionKey": integration_id, "RowKey": row["RowKey"]}) for row in old])
+        return len(old)
 
     def list(self, integration_id: str, *, top: int, continuation_token: str | None) -> tuple[list[dict[str, Any]], str | None]:
         entities, token = self._store.query_page(
