@@ -30,8 +30,9 @@ def test_every_value_type_reads_back_as_the_sdk_stores_it(store: TableStore) -> 
     keys = [("p|1", "a'b"), ("p|1", "c%2Fd"), ("p 2", "e f")]
     store.write("Batch", [("upsert", {"PartitionKey": pk, "RowKey": rk, **_values()}) for pk, rk in keys])
     client = store.table("Batch")
-    client.upsert_entity({"PartitionKey": "sdk", "RowKey": "sdk", **_values()})  # the SDK's own write
-    reference = client.get_entity("sdk", "sdk")
+    sdk = store._service.get_table_client(client.table_name)  # noqa: SLF001 - the SDK's own client, the reference
+    sdk.upsert_entity({"PartitionKey": "sdk", "RowKey": "sdk", **_values()})
+    reference = sdk.get_entity("sdk", "sdk")
     for pk, rk in keys:
         got = client.get_entity(pk, rk)
         assert (got["PartitionKey"], got["RowKey"]) == (pk, rk)
@@ -86,8 +87,8 @@ def test_queries_read_back_every_page_with_types_and_etags(store: TableStore) ->
     values = {k: v for k, v in _values().items() if k not in ("missing", "nan")}
     store.write("Batch", [("upsert", {"PartitionKey": "q", "RowKey": f"{i:04d}", "n": i, **values}) for i in range(250)])
     store.write("Batch", [("upsert", {"PartitionKey": "other", "RowKey": "x", "n": 1})])
-    client = store.table("Batch")
-    reference = list(client.query_entities("PartitionKey eq 'q'"))  # the SDK's own reading
+    sdk = store._service.get_table_client(store.table("Batch").table_name)  # noqa: SLF001 - the SDK's own client
+    reference = list(sdk.query_entities("PartitionKey eq 'q'"))
     pages = list(store.query_pages("Batch", "PartitionKey eq @pk and n ge @low", parameters={"pk": "q", "low": 10}, page_size=100))
     assert [len(page) for page in pages] == [100, 100, 40]  # continuation followed to the end
     got = [row for page in pages for row in page]

@@ -24,7 +24,13 @@ from email.utils import formatdate
 from typing import Any, Mapping
 from urllib.parse import quote
 
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import TableTransactionError
 from azure.data.tables._serialize import _add_entity_properties  # the SDK's converter (slow path)
 
@@ -100,7 +106,7 @@ def decode_batch(status: int, headers: Mapping[str, str], text: str) -> list[dic
     """Each operation's metadata (`etag`), or TableTransactionError for the refused operation
     (its `error_code` and `index`), or HttpResponseError when the whole request was refused."""
     if status != 202:
-        raise _error(HttpResponseError, status, headers.get("x-ms-error-code"), text)
+        raise storage_error(status, headers, text)
     text = text.replace("\r\n", "\n")
     boundary = _boundary(text)
     results: list[dict[str, Any]] = []
@@ -131,14 +137,38 @@ def _boundary(text: str) -> str:
     return text[start + len(marker) : end].strip().strip('"')
 
 
-def _error(kind: type[HttpResponseError], status: int, code: str | None, body: str) -> HttpResponseError:
-    message = body
+# The SDK's choice of error by the service's error code (azure/data/tables/_error.py), then by
+# status for an answer without a code it knows.
+_BY_CODE: dict[str, type[HttpResponseError]] = {
+    **dict.fromkeys(("ConditionNotMet", "UpdateConditionNotSatisfied"), ResourceModifiedError),
+    **dict.fromkeys(("InvalidAuthenticationInfo", "AuthenticationFailed"), ClientAuthenticationError),
+    **dict.fromkeys(("ResourceNotFound", "TableNotFound", "EntityNotFound"), ResourceNotFoundError),
+    **dict.fromkeys(("ResourceAlreadyExists", "TableAlreadyExists", "AccountAlreadyExists", "EntityAlreadyExists"), ResourceExistsError),
+}
+_BY_STATUS: dict[int, type[HttpResponseError]] = {
+    401: ClientAuthenticationError, 404: ResourceNotFoundError, 409: ResourceExistsError, 412: ResourceModifiedError,
+}
+
+
+def storage_error(status: int, headers: Mapping[str, str], body: str) -> HttpResponseError:
+    """The azure.core error the SDK raises for a refused request: its type from the service's
+    error code, its message "<message>\nErrorCode:<code>", with `status_code` and `error_code`."""
+    code = headers.get("x-ms-error-code") or _parse(body)[0]
+    kind = _BY_CODE.get(code or "") or _BY_STATUS.get(status, HttpResponseError)
+    return _error(kind, status, code, body)
+
+
+def _parse(body: str) -> tuple[str | None, str]:
     try:
         error = json.loads(body)["odata.error"]
-        code = code or error.get("code")
-        message = error.get("message", {}).get("value", body)
+        return error.get("code"), error.get("message", {}).get("value", body)
     except (ValueError, KeyError, TypeError, AttributeError):
-        pass
+        return None, body
+
+
+def _error(kind: type[HttpResponseError], status: int, code: str | None, body: str) -> HttpResponseError:
+    parsed_code, message = _parse(body)
+    code = code or parsed_code
     refused = kind(message=f"{message}\nErrorCode:{code}")
     refused.status_code = status
     refused.error_code = code  # type: ignore[attr-defined]

@@ -14,17 +14,15 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncContextManager, Callable, Iterable, Iterator, Mapping, Protocol
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ServiceRequestError, ServiceResponseError
-from azure.data.tables import TableClient, TableServiceClient, TableTransactionError
-from azure.data.tables._deserialize import _convert_to_entity  # the SDK's own entity converter
-from azure.data.tables._error import _decode_error
-from azure.data.tables._serialize import _parameter_filter_substitution
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.data.tables import TableServiceClient, TableTransactionError
 from azure.data.tables.aio import TableServiceClient as AsyncTableServiceClient
 
 from azure.core.rest import HttpRequest
 
 from shared.errors import SkipRecord, ValidationError
 from shared.storage.batch import decode_batch, encode_batch
+from shared.storage.rest import BearerToken, SharedKey, TableHttp, TableRest
 from shared.storage.transport import storage_transport
 
 log = logging.getLogger(__name__)
@@ -91,6 +89,7 @@ class TableStore:
             cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
             tls: dict[str, Any] = {"connection_verify": cafile} if cafile else {}
             self._service = TableServiceClient(endpoint=account_url, credential=credential, **storage_transport(**tls))
+            authorization: SharedKey | BearerToken = BearerToken(credential)
             make_async = async_credential
             #: The aio writer keeps one client per storage target.
             self._target = f"url:{account_url}"
@@ -99,14 +98,20 @@ class TableStore:
             )
         elif connection_string:
             self._service = TableServiceClient.from_connection_string(connection_string, **storage_transport())
+            named = getattr(self._service.credential, "named_key", None)
+            if named is None:
+                raise ValueError("the tables connection string needs an AccountName and AccountKey")
+            authorization = SharedKey(named.name, named.key)
             self._target = f"cs:{connection_string}"
             self._async_factory = lambda: AsyncTableServiceClient.from_connection_string(connection_string)
         else:
             raise ValueError("TableStore needs a connection string or an account URL")
+        #: Point operations and queries (shared/storage/rest.py); the SDK's clients for the rest.
+        self._http = TableHttp(self._service.url, authorization)
         self.credential = credential
         self._concurrency = write_concurrency
         self._prefix = prefix
-        self._tables: dict[str, TableClient] = {}
+        self._tables: dict[str, TableRest] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=write_concurrency, thread_name_prefix="tables-read")
 
@@ -124,17 +129,14 @@ class TableStore:
             kwargs.setdefault("async_credential", async_storage_credential)
         return cls(account_url=account_url, **kwargs)
 
-    def table(self, name: str) -> TableClient:
+    def table(self, name: str) -> TableRest:
+        """The table's client (point operations, queries), the table created on first use."""
         full = f"{self._prefix}{name}"
         with self._lock:
             client = self._tables.get(full)
             if client is None:
-                try:
-                    self._service.create_table(full)
-                except ResourceExistsError:
-                    pass
-                client = self._service.get_table_client(full)
-                self._tables[full] = client
+                self._http.create_table(full)
+                client = self._tables[full] = TableRest(self._http, full)
             return client
 
     def map(self, fn: Any, items: Iterable[Any]) -> list[Any]:
@@ -177,32 +179,8 @@ class TableStore:
         select: list[str] | None = None,
         page_size: int = 1000,
     ) -> Iterator[list[Entity]]:
-        """The query's server pages, lazily. Sent through the table client's pipeline, but the
-        JSON goes straight to the SDK's entity converter (same entities, etags and types): the
-        SDK's generic response deserializer cost more CPU than the rest of a page's lookup."""
-        client = self.table(table)
-        base = f"{client.scheme}://{client._primary_hostname}"  # noqa: SLF001 - the SDK's own address
-        params: dict[str, Any] = {"$filter": _parameter_filter_substitution(parameters or {}, query_filter), "$top": page_size}
-        if select:
-            params["$select"] = ",".join(select)
-        headers = {"x-ms-version": client.api_version, "DataServiceVersion": "3.0", "Accept": "application/json;odata=minimalmetadata"}
-        while True:
-            # The pipeline client itself: the generated client's send_request would read the URL
-            # as a format template, and a filter may hold braces (a children range ends in '}').
-            request = HttpRequest("GET", f"{base}/{client.table_name}()", params=params, headers=headers)
-            response = client._client._client.send_request(request)  # noqa: SLF001
-            if response.status_code != 200:
-                raise _decode_error(response)
-            yield [_convert_to_entity(row) for row in json.loads(response.content)["value"]]
-            next_pk = response.headers.get("x-ms-continuation-NextPartitionKey")
-            if not next_pk:
-                return
-            params["NextPartitionKey"] = next_pk
-            next_rk = response.headers.get("x-ms-continuation-NextRowKey")
-            if next_rk:
-                params["NextRowKey"] = next_rk
-            else:
-                params.pop("NextRowKey", None)
+        """The query's server pages, lazily."""
+        yield from self.table(table).query_entities(query_filter, parameters=parameters, select=select, results_per_page=page_size).by_page()
 
     def query_page(
         self,
@@ -214,8 +192,7 @@ class TableStore:
         continuation_token: str | None,
     ) -> tuple[list[Entity], str | None]:
         """One server page of at most `top` entities and an opaque token for the next (or None)."""
-        client = self.table(table)
-        pager = client.query_entities(query_filter, parameters=parameters or {}, results_per_page=top)
+        pager = self.table(table).query_entities(query_filter, parameters=parameters, results_per_page=top)
         pages = pager.by_page(continuation_token=decode_continuation(continuation_token))
         items = list(next(pages, []))
         return items, encode_continuation(pages.continuation_token)
