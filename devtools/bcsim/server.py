@@ -72,7 +72,9 @@ class Handler(BaseHTTPRequestHandler):
         self.status = 0
         # Recorded before the answer leaves (see _send): a client that got its answer always
         # finds its request in sim.requests.
-        self._record = None if path.startswith("/_sim/") else (lambda: self.sim._record(self.command, path, dict(pairs), headers, self.status))
+        # into the log of the state it arrived in, even if the simulator is reset meanwhile
+        log = self.sim.requests
+        self._record = None if path.startswith("/_sim/") else (lambda: self.sim._record(self.command, path, dict(pairs), headers, self.status, log))
         try:
             if path.startswith("/_sim/"):
                 return self._control(path, body)

@@ -174,9 +174,13 @@ class BCSimulator:
             self._offset += timedelta(seconds=seconds)
 
     # ---- requests log ------------------------------------------------------------------------
-    def _record(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], status: int) -> None:
+    def _record(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], status: int,
+                log: list[RecordedRequest] | None = None) -> None:
+        """Appends to `log`: the request log as it was when the request arrived. A request that
+        was still being answered (held, delayed, slow) when reset() started a new log belongs
+        to the earlier log, not to the next test's."""
         with self._requests_lock:
-            self.requests.append(RecordedRequest(method, path, query, headers, status))
+            (self.requests if log is None else log).append(RecordedRequest(method, path, query, headers, status))
 
     def clear_requests(self) -> None:
         with self._requests_lock:
