@@ -8,6 +8,7 @@ scripts/bootstrap.sh
 # worker and every process a test starts would otherwise compile the project and rewrite the
 # tests' assertions again (collection: 5.7 s -> 2.8 s per process).
 unset PYTHONDONTWRITEBYTECODE
-# Three workers (pytest-xdist), each with its own Azurite and BC simulator; a test file stays on one
-# worker. TEST_WORKERS=0 runs in this process; an -n given as an argument wins.
-exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-3}" --dist loadfile "$@"
+# Three workers (pytest-xdist), each with its own Azurite and BC simulator, handed tests one by one
+# (the browser tests stay together: one Chromium). TEST_WORKERS=0 runs in this process; an -n given
+# as an argument wins.
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-3}" --dist loadgroup "$@"

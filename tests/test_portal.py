@@ -18,6 +18,8 @@ from tests.support import ROOT, Api
 
 USER = "portal-user@contoso.com"
 WAIT = 60
+# One worker runs every page test (scripts/test.sh: --dist loadgroup), so one Chromium starts.
+pytestmark = pytest.mark.xdist_group("browser")
 
 
 def chromium_paths() -> tuple[str, str]:
