@@ -6,11 +6,11 @@ CPU in this process (eleven pipeline policies, requests, the generated deseriali
 0.5 ms here. The service makes tens of thousands of them: leases, request slots, run and sync
 states, lookups. The wire protocol is the one the SDK speaks (API version 2019-02-02, JSON with
 minimal metadata). Authentication is the SDK's too: Shared Key from a connection string, or a
-bearer token from a TokenCredential. Retries follow the SDK's rules (`_retry`), and results use
+bearer token from a TokenCredential. Retries follow the SDK's rules (`TableHttp.send`), and results use
 the SDK's own types (entities from its converter, azure.core's errors), so callers cannot tell
 the difference.
 
-    tables = TableHttp.from_connection_string(connection_string)   # or TableHttp(url, credential)
+    tables = TableHttp(endpoint, SharedKey(account, key))   # or BearerToken(credential)
     client = TableRest(tables, "Suppliers")
     client.get_entity(pk, rk); client.query_entities("PartitionKey eq @pk", parameters=...)
 
@@ -33,7 +33,7 @@ from urllib.parse import quote, urlencode, urlparse
 
 import urllib3
 from azure.core import MatchConditions
-from azure.core.exceptions import ClientAuthenticationError, ResourceExistsError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableEntity
 from azure.data.tables._deserialize import _convert_to_entity  # the SDK's own entity converter
 from azure.data.tables._serialize import _parameter_filter_substitution
@@ -86,12 +86,7 @@ class BearerToken:
     def authorize(self, method: str, path: str, headers: dict[str, str]) -> None:
         with self._lock:
             if self._token is None or self._token.expires_on - time.time() < TOKEN_REFRESH_SECONDS:
-                try:
-                    self._token = self.credential.get_token(STORAGE_SCOPE)
-                except ClientAuthenticationError:
-                    raise
-                except Exception as error:  # noqa: BLE001 - a credential's own failure, as the SDK reports it
-                    raise ClientAuthenticationError(message=f"no token for Azure Storage: {error}") from error
+                self._token = self.credential.get_token(STORAGE_SCOPE)  # its failures propagate, as in the SDK
             headers["Authorization"] = f"Bearer {self._token.token}"
 
 
@@ -108,17 +103,6 @@ class TableHttp:
         self.base_url = self._origin + self._root
         self._authorization = authorization
         self._pool = _pool(parsed.scheme, parsed.hostname or "")
-
-    @classmethod
-    def from_connection_string(cls, connection_string: str) -> TableHttp:
-        parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
-        account, key = parts.get("AccountName", ""), parts.get("AccountKey", "")
-        if not account or not key:
-            raise ValueError("the connection string has no AccountName and AccountKey")
-        endpoint = parts.get("TableEndpoint") or (
-            f"{parts.get('DefaultEndpointsProtocol', 'https')}://{account}.table.{parts.get('EndpointSuffix', 'core.windows.net')}"
-        )
-        return cls(endpoint, SharedKey(account, key))
 
     def send(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: bytes | None = None,
              headers: Mapping[str, str] | None = None) -> urllib3.BaseHTTPResponse:
