@@ -71,8 +71,8 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         self.status = 0
         # Recorded before the answer leaves (see _send): a client that got its answer always
-        # finds its request in sim.requests.
-        # into the log of the state it arrived in, even if the simulator is reset meanwhile
+        # finds its request in sim.requests. Recorded in the log it arrived in: a reset meanwhile
+        # starts the next test's log, which must not get it.
         log = self.sim.requests
         self._record = None if path.startswith("/_sim/") else (lambda: self.sim._record(self.command, path, dict(pairs), headers, self.status, log))
         try:
